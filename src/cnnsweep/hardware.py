@@ -1,0 +1,82 @@
+"""TensorFlow process setup: devices, threads, precision, seeding and determinism.
+
+Everything here must happen before TensorFlow runs its first op, so `configure` is the first place
+TensorFlow is imported on the training path.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+from cnnsweep.config import Device, HardwareConfig
+from cnnsweep.errors import ConfigError
+
+
+def configure(config: HardwareConfig, seed: int) -> dict[str, Any]:
+    """Apply the hardware settings and seed; return a description of the devices in use."""
+    import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if config.device is Device.cpu and gpus:
+        _set_once(tf.config.get_visible_devices("GPU"), [], lambda _: tf.config.set_visible_devices([], "GPU"))
+        gpus = []
+    if config.device is Device.gpu and not gpus:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise ConfigError(
+            "hardware=gpu but TensorFlow sees no GPU"
+            + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
+            + "; use hardware=cpu or hardware=auto, or install a CUDA build of TensorFlow"
+        )
+    if config.memory_growth:
+        for gpu in gpus:
+            _set_once(
+                tf.config.experimental.get_memory_growth(gpu),
+                True,
+                lambda value, gpu=gpu: tf.config.experimental.set_memory_growth(gpu, value),
+            )
+    threading = tf.config.threading
+    if config.intra_op_threads is not None:
+        _set_once(
+            threading.get_intra_op_parallelism_threads(),
+            config.intra_op_threads,
+            threading.set_intra_op_parallelism_threads,
+            "hardware.intra_op_threads",
+        )
+    if config.inter_op_threads is not None:
+        _set_once(
+            threading.get_inter_op_parallelism_threads(),
+            config.inter_op_threads,
+            threading.set_inter_op_parallelism_threads,
+            "hardware.inter_op_threads",
+        )
+    keras.mixed_precision.set_global_policy(config.precision.value)
+    keras.utils.set_random_seed(seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    return {
+        "device": "gpu" if gpus else "cpu",
+        "gpus": [gpu.name for gpu in gpus],
+        "logical_devices": [device.name for device in tf.config.list_logical_devices()],
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "cpu_count": os.cpu_count(),
+        "intra_op_threads": threading.get_intra_op_parallelism_threads(),  # 0: TensorFlow's default
+        "inter_op_threads": threading.get_inter_op_parallelism_threads(),
+        "precision": config.precision.value,
+        "jit_compile": config.jit_compile,
+        "deterministic": config.deterministic,
+    }
+
+
+def _set_once(current: Any, wanted: Any, setter: Callable[[Any], None], key: str = "hardware") -> None:
+    """TensorFlow refuses device and thread changes once it has started; only a real change is an error."""
+    if current == wanted:
+        return
+    try:
+        setter(wanted)
+    except RuntimeError as error:
+        raise ConfigError(
+            f"{key}: cannot change to {wanted!r} after TensorFlow started in this process ({error}); "
+            "start a fresh process"
+        ) from error

@@ -1,0 +1,159 @@
+"""The run record: metrics.json, history.csv and environment.json in a run folder.
+
+Every file is replaced atomically (write a temporary file beside it, then rename), so a reader such as
+the leaderboard, or a run killed mid-write, never sees half a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+ENVIRONMENT_FILE = "environment.json"
+MODEL_FILE = "model.keras"
+
+# Versions worth a top-level field; every installed distribution is listed under "packages" too.
+KEY_PACKAGES = ("tensorflow", "keras", "hydra-core", "omegaconf", "optuna", "hydra-optuna-sweeper", "numpy", "pandas")
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _file_mode() -> int:
+    """The mode a plain open() would give, since temporary files are created private (0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one rename, so readers see the old file or the new one."""
+    handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False)
+    try:
+        with handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(handle.name, FILE_MODE)
+        os.replace(handle.name, path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Strict JSON: a NaN or infinite metric is written as null, which every JSON reader accepts."""
+    write_atomic(path, json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One row per epoch; columns in first-seen order so `epoch` leads and Keras metrics follow."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [key for key in row if key not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomic(path, buffer.getvalue())
+
+
+class RunRecord:
+    """metrics.json over a run's life: `running` at start, then `completed` or `failed`."""
+
+    def __init__(self, run_dir: Path, seed: Optional[int]) -> None:
+        self.run_dir = run_dir
+        self.path = run_dir / METRICS_FILE
+        self.metrics: dict[str, Any] = {
+            "status": "running",
+            "error": None,
+            "objective": None,
+            "test_accuracy": None,
+            "test_loss": None,
+            "val_accuracy": None,
+            "val_loss": None,
+            "params": None,
+            "epochs_completed": 0,
+            "train_seconds": None,
+            "seconds_per_epoch": None,
+            "seed": seed,
+            "dataset": None,
+            "started_at": utc_now(),
+            "finished_at": None,
+        }
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self._write()
+
+    def update(self, **fields: Any) -> None:
+        self.metrics.update(fields)
+        self._write()
+
+    def complete(self, **fields: Any) -> None:
+        self.update(status="completed", finished_at=utc_now(), **fields)
+
+    def fail(self, error: str, **fields: Any) -> None:
+        self.update(status="failed", error=error, finished_at=utc_now(), **fields)
+
+    def _write(self) -> None:
+        write_json(self.path, self.metrics)
+
+
+def environment_info(devices: dict[str, Any], project_dir: Path) -> dict[str, Any]:
+    """What is needed to tell whether two runs are comparable: versions, code state, devices, host."""
+    packages = {dist.metadata["Name"].lower(): dist.version for dist in metadata.distributions()}
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "host": socket.gethostname(),
+        "versions": {name: packages.get(name) for name in KEY_PACKAGES},
+        "git": git_state(project_dir),
+        "devices": devices,
+        "command": sys.argv,
+        "cwd": os.getcwd(),
+        "packages": dict(sorted(packages.items())),
+    }
+
+
+def git_state(directory: Path) -> dict[str, Any]:
+    """The commit and whether the tree had uncommitted changes; nulls outside a git checkout."""
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            result = subprocess.run(
+                ["git", *args], cwd=directory, capture_output=True, text=True, timeout=10, check=True
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return result.stdout.strip()
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain") if commit else None
+    return {"commit": commit, "dirty": None if status is None else bool(status)}

@@ -1,0 +1,95 @@
+"""The Hydra task: one composed config in, one run folder and one objective value out.
+
+Inside a multirun a failed job is recorded and returns NaN instead of raising, so one bad
+configuration never ends an unattended sweep; a single run raises, and the entry point prints it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+from cnnsweep import hardware
+from cnnsweep.config import Progress, RunConfig, load_run_config
+from cnnsweep.data import load_dataset
+from cnnsweep.errors import CnnsweepError, RunFailed
+from cnnsweep.model import check_fits_image
+from cnnsweep.records import ENVIRONMENT_FILE, RunRecord, environment_info, write_json
+
+log = logging.getLogger(__name__)
+
+# The checkout this code runs from, for the git commit recorded with each run.
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+
+def train_task(cfg: DictConfig) -> float:
+    """Train the composed config in Hydra's output folder; return the configured objective."""
+    hydra_config = HydraConfig.get()
+    run_dir = Path(hydra_config.runtime.output_dir)
+    in_multirun = hydra_config.mode == RunMode.MULTIRUN
+    record = RunRecord(run_dir, seed=cfg.get("seed"))
+    prefix = f"job {hydra_config.job.get('num')} " if in_multirun else ""
+    try:
+        return _run(cfg, run_dir, record, in_multirun, prefix)
+    except KeyboardInterrupt:
+        record.fail("interrupted (KeyboardInterrupt); rerun the same command to train it again")
+        raise
+    except Exception as error:
+        expected = isinstance(error, CnnsweepError)
+        message = str(error) if expected else f"{type(error).__name__}: {error}"
+        record.fail(message)
+        if not in_multirun:
+            raise RunFailed(error) from error
+        log.error("%srun failed: %s", prefix, message, exc_info=not expected)
+        return math.nan
+
+
+def _run(cfg: DictConfig, run_dir: Path, record: RunRecord, in_multirun: bool, prefix: str) -> float:
+    config = load_run_config(cfg)
+    data = load_dataset(config.dataset)
+    check_fits_image(config.model, data.input_shape)
+    record.update(dataset=data.summary())
+    devices = hardware.configure(config.hardware, config.seed)
+    write_json(run_dir / ENVIRONMENT_FILE, environment_info(devices, PROJECT_DIR))
+
+    from cnnsweep.training import train  # imports Keras, so only after hardware.configure
+
+    progress = config.training.progress
+    if progress is Progress.auto:
+        progress = Progress.epoch if in_multirun else Progress.bar
+
+    def on_epoch(row: dict[str, Any]) -> None:
+        record.update(epochs_completed=row["epoch"])
+        if progress is Progress.epoch:
+            log.info("%s%s", prefix, _epoch_line(row, config.training.epochs))
+
+    result = train(config, data, run_dir, progress is Progress.bar, on_epoch)
+    metrics = result.metrics
+    metric, direction = config.objective_metric, config.objective_direction
+    value = float(metrics[metric])
+    record.complete(objective={"name": metric, "value": value, "direction": direction}, **metrics)
+    log.info("%s%s", prefix, _summary_line(config, metrics, run_dir))
+    return value
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    values = " ".join(f"{key} {value:.4f}" for key, value in row.items() if key not in ("epoch", "seconds"))
+    return f"epoch {row['epoch']}/{epochs}: {values} ({row['seconds']:.1f} s)"
+
+
+def _summary_line(config: RunConfig, metrics: dict[str, Any], run_dir: Path) -> str:
+    validation = (
+        f" | val_accuracy {metrics['val_accuracy']:.4f}" if metrics["val_accuracy"] is not None else ""
+    )
+    return (
+        f"test_accuracy {metrics['test_accuracy']:.4f}{validation} | params {metrics['params']:,} | "
+        f"{metrics['epochs_completed']} epochs in {metrics['train_seconds']:.1f} s "
+        f"({metrics['seconds_per_epoch']:.1f} s/epoch) | {config.objective_metric} is the objective | "
+        f"{run_dir}"
+    )

@@ -1,0 +1,20 @@
+"""Train one configuration: `uv run python src/run.py [OVERRIDES]`, or a sweep with `-m`.
+
+Examples: `uv run python src/run.py model.filters=64 optimizer=sgd`,
+`uv run python src/run.py -m model.filters=32,64`.
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+from cnnsweep.cli import run_with_one_line_errors
+from cnnsweep.task import train_task
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    return train_task(cfg)
+
+
+if __name__ == "__main__":
+    run_with_one_line_errors(main)

@@ -1,0 +1,93 @@
+"""Composition of every config group option, the tutorial defaults, and range checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from cnnsweep.config import Device, Pooling, Precision, load_run_config
+from cnnsweep.errors import ConfigError
+from conftest import CONF_DIR
+
+GROUP_OPTIONS = [
+    (group.name, option.stem)
+    for group in sorted(CONF_DIR.iterdir()) if group.is_dir()
+    for option in sorted(group.glob("*.yaml"))
+]
+
+
+def test_every_group_has_options() -> None:
+    assert {group for group, _ in GROUP_OPTIONS} >= {"dataset", "model", "optimizer", "hardware"}
+    assert {option for group, option in GROUP_OPTIONS if group == "optimizer"} == {"adam", "adamw", "rmsprop", "sgd"}
+    assert {option for group, option in GROUP_OPTIONS if group == "dataset"} == {"mnist", "fashion_mnist", "cifar10", "npz"}
+    assert {option for group, option in GROUP_OPTIONS if group == "hardware"} >= {"auto", "cpu", "gpu"}
+
+
+@pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
+def test_every_group_option_composes_and_validates(compose_config, group: str, option: str) -> None:
+    overrides = [f"{group}={option}"]
+    if (group, option) == ("dataset", "npz"):
+        overrides.append("dataset.path=/data/images.npz")
+    run = load_run_config(compose_config(*overrides))
+    if group == "optimizer":
+        assert run.optimizer.name == option
+    elif group == "hardware":
+        assert run.hardware.device == Device(option)
+    elif group == "dataset":
+        assert run.dataset.name == option
+
+
+def test_defaults_are_the_tutorial(compose_config) -> None:
+    run = load_run_config(compose_config())
+    assert (run.dataset.name, run.dataset.val_size, run.dataset.max_train) == ("mnist", 0, None)
+    assert (run.model.filters, run.model.kernel_size, run.model.dense_units, run.model.conv_blocks) == (32, 3, 64, 3)
+    assert (run.model.pool_size, run.model.pooling, run.model.dropout, run.model.batch_norm) == (2, Pooling.max, 0.0, False)
+    assert (run.optimizer.name, run.optimizer.lr) == ("adam", 0.001)
+    assert (run.training.epochs, run.training.batch_size) == (5, 32)
+    assert (run.hardware.device, run.hardware.precision, run.hardware.jit_compile) == (Device.auto, Precision.float32, False)
+    assert run.objective_metric == "test_accuracy" and run.objective_direction == "maximize"
+
+
+def test_optimizer_parameters_pass_through(compose_config) -> None:
+    run = load_run_config(compose_config("optimizer=sgd", "optimizer.lr=0.05", "optimizer.momentum=0.9"))
+    assert run.optimizer.lr == 0.05
+    assert run.optimizer.options == {"momentum": 0.9, "nesterov": False}
+
+
+def test_objective_follows_the_hold_out(compose_config) -> None:
+    assert load_run_config(compose_config("dataset.val_size=5000")).objective_metric == "val_accuracy"
+    run = load_run_config(compose_config("objective.metric=val_loss", "dataset.val_size=100"))
+    assert (run.objective_metric, run.objective_direction) == ("val_loss", "minimize")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("model.filters=0", "model.filters=0: must be a positive integer"),
+        ("model.kernel_size=-3", "model.kernel_size=-3: must be a positive integer"),
+        ("model.dense_units=0", "model.dense_units=0"),
+        ("model.dropout=1.0", "model.dropout=1.0: must be in [0, 1)"),
+        ("model.pooling=median", "model.pooling: Invalid value 'median'"),
+        ("model.filters=wide", "model.filters: Value 'wide' of type 'str' could not be converted to Integer"),
+        ("optimizer.lr=0", "optimizer.lr=0.0: must be a positive number"),
+        ("optimizer.lr=-0.1", "optimizer.lr=-0.1: must be a positive number"),
+        ("training.epochs=0", "training.epochs=0: must be a positive integer"),
+        ("training.batch_size=0", "training.batch_size=0"),
+        ("dataset.val_size=-1", "dataset.val_size=-1"),
+        ("dataset.max_train=0", "dataset.max_train=0: must be a positive integer or null"),
+        ("hardware.precision=float8", "hardware.precision: Invalid value 'float8'"),
+        ("seed=-1", "seed=-1"),
+        ("objective.metric=val_accuracy", "objective.metric=val_accuracy needs a validation hold-out"),
+        ("objective.metric=f1", "objective.metric=f1: not a metric this run reports"),
+        ("dataset=npz", "dataset.path has no value"),
+    ],
+)
+def test_bad_values_name_the_key(compose_config, override: str, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_run_config(compose_config(override))
+    assert message in str(raised.value)
+    assert "\n" not in str(raised.value)
+
+
+def test_added_unknown_key_is_rejected(compose_config) -> None:
+    with pytest.raises(ConfigError, match="model.depth"):
+        load_run_config(compose_config("+model.depth=4"))

@@ -1,0 +1,62 @@
+"""Real TensorFlow training on small data: determinism, history.csv, the NaN guard."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from cnnsweep import hardware
+from cnnsweep.config import DatasetConfig, ModelConfig, OptimizerConfig, RunConfig, TrainingConfig
+from cnnsweep.data import load_dataset
+from cnnsweep.errors import ConfigError, TrainingError
+from conftest import write_npz
+
+
+def small_run(**changes) -> RunConfig:
+    run = RunConfig(model=ModelConfig(filters=4, dense_units=8), training=TrainingConfig(epochs=2, batch_size=32))
+    for key, value in changes.items():
+        setattr(run, key, value)
+    return run
+
+
+def train_once(run: RunConfig, data_file: Path, run_dir: Path) -> list[dict]:
+    from cnnsweep.training import train
+
+    run_dir.mkdir()
+    hardware.configure(run.hardware, run.seed)
+    data = load_dataset(DatasetConfig(name="npz", path=str(data_file), val_size=32))
+    epochs: list[dict] = []
+    train(run, data, run_dir, show_progress_bar=False, on_epoch=epochs.append)
+    with (run_dir / "history.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(epochs) == run.training.epochs
+    return [{key: value for key, value in row.items() if key != "seconds"} for row in rows]
+
+
+def test_same_seed_same_history_other_seed_differs(tmp_path: Path) -> None:
+    data_file = write_npz(tmp_path / "d.npz", n_train=256, n_test=64)
+    first = train_once(small_run(seed=3), data_file, tmp_path / "a")
+    second = train_once(small_run(seed=3), data_file, tmp_path / "b")
+    other = train_once(small_run(seed=4), data_file, tmp_path / "c")
+    assert first == second
+    assert first != other
+    assert list(first[0]) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
+
+
+def test_nan_loss_stops_the_run_and_keeps_the_history(tmp_path: Path) -> None:
+    data_file = write_npz(tmp_path / "d.npz", n_train=256, n_test=64)
+    run = small_run(optimizer=OptimizerConfig(name="sgd", lr=1e12), training=TrainingConfig(epochs=3))
+    with pytest.raises(TrainingError, match=r"loss became NaN at epoch 1, batch \d+; lower optimizer.lr \(now 1e\+12\)"):
+        train_once(run, data_file, tmp_path / "nan")
+    rows = list(csv.DictReader((tmp_path / "nan" / "history.csv").open()))
+    assert len(rows) == 1 and rows[0]["loss"] == "nan"
+    assert not (tmp_path / "nan" / "model.keras").exists()
+
+
+def test_unknown_optimizer_argument_is_a_config_error() -> None:
+    from cnnsweep.training import build_optimizer
+
+    with pytest.raises(ConfigError, match="optimizer=adam: .*momentum"):
+        build_optimizer(OptimizerConfig(name="adam", lr=0.001, options={"momentum": 0.9}))
