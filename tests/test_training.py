@@ -60,3 +60,18 @@ def test_unknown_optimizer_argument_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match="optimizer=adam: .*momentum"):
         build_optimizer(OptimizerConfig(name="adam", lr=0.001, options={"momentum": 0.9}))
+
+
+def test_every_epoch_is_a_new_permutation_and_reruns_repeat_it() -> None:
+    import numpy as np
+
+    from cnnsweep.training import training_batches
+
+    def epochs_of(seed: int) -> list[list[int]]:
+        batches = [list(x.numpy()) for x, _ in training_batches(np.arange(10), np.arange(10), 4, 3, seed, True)]
+        return [sum(batches[i:i + 3], []) for i in (0, 3, 6)]  # 3 batches (4 + 4 + 2) per epoch
+
+    first = epochs_of(seed=7)
+    assert all(sorted(epoch) == list(range(10)) for epoch in first)
+    assert len({tuple(epoch) for epoch in first}) == 3  # Keras' seeded shuffle would repeat one order
+    assert epochs_of(seed=7) == first and epochs_of(seed=8) != first

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from cnnsweep.config import OptimizerConfig, RunConfig
 from cnnsweep.data import Dataset
@@ -36,6 +37,7 @@ OPTIMIZER_CLASSES: dict[str, type[keras.optimizers.Optimizer]] = {
 class TrainingResult:
     metrics: dict[str, Any]  # the metrics.json fields this run measured
     model: keras.Model
+    stopped_early: bool  # `on_epoch` asked to stop (an Optuna pruner judged the trial hopeless)
 
 
 def build_optimizer(config: OptimizerConfig) -> keras.optimizers.Optimizer:
@@ -46,13 +48,14 @@ def build_optimizer(config: OptimizerConfig) -> keras.optimizers.Optimizer:
 
 
 class EpochRecorder(keras.callbacks.Callback):
-    """Times each epoch, rewrites history.csv, and reports the row to `on_epoch`."""
+    """Times each epoch, rewrites history.csv, and hands the row to `on_epoch`, which may stop training."""
 
-    def __init__(self, history_path: Path, on_epoch: Callable[[dict[str, Any]], None]) -> None:
+    def __init__(self, history_path: Path, on_epoch: Callable[[dict[str, Any]], bool]) -> None:
         super().__init__()
         self.history_path = history_path
         self.on_epoch = on_epoch
         self.rows: list[dict[str, Any]] = []
+        self.stopped_early = False
         self._epoch_started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
@@ -64,7 +67,9 @@ class EpochRecorder(keras.callbacks.Callback):
         row["seconds"] = seconds
         self.rows.append(row)
         write_history(self.history_path, self.rows)
-        self.on_epoch(row)
+        if self.on_epoch(row) and epoch + 1 < self.params["epochs"]:
+            self.stopped_early = True
+            self.model.stop_training = True
 
 
 class NanLossGuard(keras.callbacks.Callback):
@@ -85,14 +90,50 @@ class NanLossGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def training_batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, seed: int, shuffle: bool
+) -> tf.data.Dataset:
+    """Batches for every epoch in one dataset, reshuffled each epoch by a stateless (seed, epoch) shuffle.
+
+    Keras' own `shuffle=True` draws its permutation from a seeded op that restarts with every epoch's
+    iterator, so under a fixed seed every epoch sees the same order (and accuracy suffers). Here each
+    epoch's order depends on (seed, epoch) only: different every epoch, identical across reruns.
+    Batches are gathered from one in-memory copy, as Keras' array adapter does.
+    """
+    count = len(x)
+    full = count // batch_size * batch_size
+
+    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = tf.range(count, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(
+                order, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+            )
+        batches = tf.data.Dataset.from_tensor_slices(tf.reshape(order[:full], [-1, batch_size]))
+        if full < count:
+            batches = batches.concatenate(tf.data.Dataset.from_tensors(order[full:]))
+        return batches
+
+    arrays = tf.data.Dataset.from_tensors((x, y)).repeat()
+    return (
+        tf.data.Dataset.zip(tf.data.Dataset.range(epochs).flat_map(epoch_batches), arrays)
+        .map(lambda indices, data: (tf.gather(data[0], indices), tf.gather(data[1], indices)),
+             num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
 def train(
     config: RunConfig,
     data: Dataset,
     run_dir: Path,
     show_progress_bar: bool,
-    on_epoch: Callable[[dict[str, Any]], None],
+    on_epoch: Callable[[dict[str, Any]], bool],
 ) -> TrainingResult:
-    """Fit and evaluate; raise TrainingError (after history.csv is written) if the loss went NaN."""
+    """Fit and evaluate; raise TrainingError (after history.csv is written) if the loss went NaN.
+
+    `on_epoch` gets each epoch's history row and returns True to stop training there.
+    """
     model = build_model(config.model, data.input_shape, data.num_classes)
     model.compile(
         optimizer=build_optimizer(config.optimizer),
@@ -107,14 +148,18 @@ def train(
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
     validation = (data.x_val, data.y_val) if data.x_val is not None else None
 
+    training = config.training
+    batches = training_batches(
+        data.x_train, data.y_train, training.batch_size, training.epochs, config.seed, training.shuffle
+    )
     started = time.perf_counter()
     model.fit(
-        data.x_train,
-        data.y_train,
-        batch_size=config.training.batch_size,
-        epochs=config.training.epochs,
-        shuffle=config.training.shuffle,
+        batches,
+        epochs=training.epochs,
+        steps_per_epoch=math.ceil(len(data.x_train) / training.batch_size),
+        shuffle=False,  # `batches` is already reshuffled every epoch
         validation_data=validation,
+        validation_batch_size=training.batch_size,
         callbacks=callbacks,
         verbose=1 if show_progress_bar else 0,
     )
@@ -141,7 +186,7 @@ def train(
         "seconds_per_epoch": float(np.mean([row["seconds"] for row in recorder.rows])),
     }
     save_model(model, run_dir / MODEL_FILE)
-    return TrainingResult(metrics=metrics, model=model)
+    return TrainingResult(metrics=metrics, model=model, stopped_early=recorder.stopped_early)
 
 
 def save_model(model: keras.Model, path: Path) -> None:
