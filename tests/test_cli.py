@@ -42,7 +42,7 @@ def test_run_folder_holds_a_complete_record(tiny_run: Path, mnist_dir: Path) -> 
     assert metrics["status"] == "completed" and metrics["error"] is None
     assert metrics["objective"] == {"name": "val_accuracy", "value": metrics["val_accuracy"], "direction": "maximize"}
     assert 0.0 < metrics["val_accuracy"] <= 1.0 and metrics["val_loss"] > 0
-    assert metrics["epochs_completed"] == 2 and metrics["seed"] == 0
+    assert metrics["epochs_completed"] == 2 and metrics["seed"] == 2
     assert metrics["train_seconds"] > 0 and metrics["seconds_per_epoch"] > 0
     assert metrics["started_at"].endswith("+00:00") and metrics["finished_at"] > metrics["started_at"]
     assert metrics["dataset"]["train_size"] == 512 and metrics["dataset"]["val_size"] == 256

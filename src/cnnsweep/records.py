@@ -87,7 +87,7 @@ def write_history(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 class RunRecord:
-    """metrics.json over a run's life: `running` at start, then `completed` or `failed`."""
+    """metrics.json over a run's life: `running` at start, then `completed`, `pruned` or `failed`."""
 
     def __init__(self, run_dir: Path, seed: Optional[int]) -> None:
         self.run_dir = run_dir
@@ -116,8 +116,9 @@ class RunRecord:
         self.metrics.update(fields)
         self._write()
 
-    def complete(self, **fields: Any) -> None:
-        self.update(status="completed", finished_at=utc_now(), **fields)
+    def finish(self, status: str, **fields: Any) -> None:
+        """`completed`, or `pruned` when a search stopped the run early."""
+        self.update(status=status, finished_at=utc_now(), **fields)
 
     def fail(self, error: str, **fields: Any) -> None:
         self.update(status="failed", error=error, finished_at=utc_now(), **fields)

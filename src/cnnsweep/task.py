@@ -21,6 +21,7 @@ from cnnsweep.data import load_dataset
 from cnnsweep.errors import CnnsweepError, RunFailed
 from cnnsweep.model import check_fits_image
 from cnnsweep.records import ENVIRONMENT_FILE, RunRecord, environment_info, write_json
+from cnnsweep.trial import TrialReporter
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +65,25 @@ def _run(cfg: DictConfig, run_dir: Path, record: RunRecord, in_multirun: bool, p
     if progress is Progress.auto:
         progress = Progress.epoch if in_multirun else Progress.bar
 
-    def on_epoch(row: dict[str, Any]) -> None:
+    trial = TrialReporter.from_environment()  # set when an Optuna search launched this run
+    if trial is not None:
+        record.update(trial=trial.number)
+
+    def on_epoch(row: dict[str, Any]) -> bool:
         record.update(epochs_completed=row["epoch"])
         if progress is Progress.epoch:
             log.info("%s%s", prefix, _epoch_line(row, config.training.epochs))
+        return trial is not None and trial.should_stop(row)
 
     result = train(config, data, run_dir, progress is Progress.bar, on_epoch)
     metrics = result.metrics
     metric, direction = config.objective_metric, config.objective_direction
     value = float(metrics[metric])
-    record.complete(objective={"name": metric, "value": value, "direction": direction}, **metrics)
+    status = "pruned" if result.stopped_early else "completed"
+    record.finish(status, objective={"name": metric, "value": value, "direction": direction}, **metrics)
+    if result.stopped_early:
+        log.info("%spruned after epoch %d: %s is unpromising next to earlier trials", prefix,
+                 metrics["epochs_completed"], trial.metric if trial else metric)
     log.info("%s%s", prefix, _summary_line(config, metrics, run_dir))
     return value
 

@@ -1,0 +1,112 @@
+"""Leaderboards from real runs: a grid multirun's own leaderboard.csv, and src/report.py over a mix
+of completed, failed and killed runs, with seed aggregation, plots and the HTML report."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT, RUN_SCRIPT, TINY_RUN, error_lines
+from cnnsweep.leaderboard import sort_by_objective
+
+REPORT_SCRIPT = ROOT / "src" / "report.py"
+
+
+@pytest.fixture
+def grid_sweep(run_cli, mnist_dir: Path, tmp_path: Path) -> tuple[Path, subprocess.CompletedProcess]:
+    sweep = tmp_path / "grid"
+    result = run_cli("-m", *TINY_RUN, "training.epochs=1", "model.filters=4,8", "seed=0,1",
+                     f"hydra.sweep.dir={sweep}", env={"CNNSWEEP_DATA_DIR": str(mnist_dir)})
+    assert result.returncode == 0, result.stderr
+    return sweep, result
+
+
+def test_grid_multirun_writes_its_leaderboard(grid_sweep) -> None:
+    sweep, result = grid_sweep
+    board = pd.read_csv(sweep / "leaderboard.csv")
+    assert len(board) == 4 and set(board["status"]) == {"completed"}
+    assert {"run", "sweep", "status", "objective", "test_accuracy", "params", "train_seconds",
+            "model.filters", "seed"} <= set(board.columns)
+    assert "dataset.max_train" not in board.columns  # the same in every row, so not a column
+    assert sorted(zip(board["model.filters"], board["seed"])) == [(4, 0), (4, 1), (8, 0), (8, 1)]
+    assert list(board["objective"]) == sorted(board["objective"], reverse=True)
+    assert (board["objective"] == board["test_accuracy"]).all()
+    assert set(board["sweep"]) == {"grid"} and set(board["run"]) == {f"grid/{job}" for job in range(4)}
+    assert "leaderboard of 4 runs" in result.stdout and "model.filters" in result.stdout
+
+
+def test_report_aggregates_seeds_and_draws_plots(grid_sweep, run_cli, tmp_path: Path) -> None:
+    sweep, _ = grid_sweep
+    output = tmp_path / "review" / "board.csv"
+    result = run_cli(str(sweep), "--output", str(output), "--aggregate-seeds", script=REPORT_SCRIPT)
+    assert result.returncode == 0, result.stderr
+    board = pd.read_csv(output)
+    seeds = pd.read_csv(tmp_path / "review" / "board_seeds.csv")
+    assert list(seeds["model.filters"].sort_values()) == [4, 8] and set(seeds["objective_count"]) == {2}
+    for filters, group in board.groupby("model.filters"):
+        row = seeds[seeds["model.filters"] == filters].iloc[0]
+        assert row["objective_mean"] == pytest.approx(group["objective"].mean())
+        assert row["objective_std"] == pytest.approx(group["objective"].std())
+    assert (tmp_path / "review" / "objective_vs_params.png").stat().st_size > 1000
+    page = (tmp_path / "review" / "report.html").read_text()
+    assert "data:image/png;base64," in page and "<table" in page
+
+
+def _killed_run(tmp_path: Path, mnist_dir: Path) -> Path:
+    """A run killed with SIGKILL after its first epoch: metrics.json still says `running`."""
+    run_dir = tmp_path / "outputs" / "killed"
+    env = {**os.environ, "CNNSWEEP_DATA_DIR": str(mnist_dir)}
+    process = subprocess.Popen([sys.executable, str(RUN_SCRIPT), *TINY_RUN, "training.epochs=50",
+                                f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "history.csv").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return run_dir
+
+
+def test_report_on_a_mix_of_statuses(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
+    env = {"CNNSWEEP_DATA_DIR": str(mnist_dir)}
+    outputs = tmp_path / "outputs"
+    assert run_cli(*TINY_RUN, f"hydra.run.dir={outputs / 'good'}", env=env).returncode == 0
+    assert run_cli(*TINY_RUN, "model.kernel_size=13", f"hydra.run.dir={outputs / 'bad'}", env=env).returncode == 2
+    _killed_run(tmp_path, mnist_dir)
+
+    result = run_cli("--no-plots", script=REPORT_SCRIPT)  # default: outputs/ under the working folder
+    assert result.returncode == 0, result.stderr
+    board = pd.read_csv(outputs / "leaderboard.csv")
+    assert list(board["run"]) == ["outputs/good", "outputs/bad", "outputs/killed"] or \
+        list(board["run"]) == ["outputs/good", "outputs/killed", "outputs/bad"]
+    statuses = dict(zip(board["run"], board["status"]))
+    assert statuses == {"outputs/good": "completed", "outputs/bad": "failed", "outputs/killed": "running"}
+    failed = board[board["status"] == "failed"].iloc[0]
+    assert failed["error"].startswith("model: conv block 2 (kernel 13)")
+    assert board.loc[board["run"] == "outputs/killed", "epochs_completed"].iloc[0] >= 1
+    assert "model.kernel_size" in board.columns and "training.epochs" in board.columns
+    assert not (outputs / "report.html").exists()
+
+
+def test_report_without_runs_is_one_error_line(run_cli, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    result = run_cli(str(tmp_path / "empty"), script=REPORT_SCRIPT)
+    assert result.returncode == 1
+    assert error_lines(result.stderr) == [
+        f"error: no run folders (folders with metrics.json) under {tmp_path / 'empty'}; "
+        "train with `uv run python src/run.py` first"
+    ]
+
+
+def test_minimized_objectives_sort_lowest_first() -> None:
+    frame = pd.DataFrame({"run": list("abc"), "objective": [0.3, None, 0.1],
+                          "objective_direction": ["minimize"] * 3})
+    assert list(sort_by_objective(frame)["run"]) == ["c", "a", "b"]

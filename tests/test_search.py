@@ -1,0 +1,153 @@
+"""Optuna searches from sweeps/ in real subprocess multiruns with a real SQLite study: the study and
+the leaderboard agree, a resumed search continues the count, failures and killed trial processes are
+recorded while the search goes on, pruning stops hopeless trials, and a killed sweep resumes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from conftest import RUN_SCRIPT
+
+# The quick search, made smaller still: 512 training images, a 256-image hold-out, tiny models.
+TINY_SEARCH = ["-m", "sweeps=quick", "dataset.max_train=512", "dataset.max_test=256", "dataset.val_size=256",
+               "training.batch_size=64", "model.filters=4", "model.dense_units=8"]
+
+
+def search(run_cli, tmp_path: Path, mnist_dir: Path, name: str, *overrides: str):
+    return run_cli(*TINY_SEARCH, f"hydra.sweep.dir={tmp_path / name}",
+                   f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}", *overrides,
+                   env={"CNNSWEEP_DATA_DIR": str(mnist_dir)}, timeout=600)
+
+
+def load(tmp_path: Path, study: str = "quick") -> optuna.Study:
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def test_search_then_resume_study_and_leaderboard_agree(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
+    first = search(run_cli, tmp_path, mnist_dir, "first", "hydra.sweeper.n_trials=3",
+                   "optimizer.lr=tag(log, interval(0.001, 0.01))")
+    assert first.returncode == 0, first.stderr
+    assert "Warning:" not in first.stderr  # no deprecation, future or experimental warnings
+    study = load(tmp_path)
+    assert [trial.state for trial in study.trials] == [TrialState.COMPLETE] * 3
+
+    board = pd.read_csv(tmp_path / "first" / "leaderboard.csv")
+    assert sorted(board["trial"]) == [0, 1, 2] and set(board["status"]) == {"completed"}
+    for trial in study.trials:
+        row = board[board["trial"] == trial.number].iloc[0]
+        assert row["val_accuracy"] == pytest.approx(trial.value)
+        assert row["run"] == f"first/{trial.number}"
+        assert row["optimizer.lr"] == pytest.approx(trial.params["optimizer.lr"])
+    assert board["test_accuracy"].notna().all() and board["objective"].iloc[0] == pytest.approx(study.best_value)
+    results = OmegaConf.load(tmp_path / "first" / "optimization_results.yaml")
+    assert results.best_trial == study.best_trial.number and results.best_value == pytest.approx(study.best_value)
+
+    second = search(run_cli, tmp_path, mnist_dir, "second", "hydra.sweeper.n_trials=5")
+    assert second.returncode == 0, second.stderr
+    assert "3 of 5 trials finished" in second.stdout
+    study = load(tmp_path)
+    assert [trial.number for trial in study.trials] == [0, 1, 2, 3, 4]
+    assert all(trial.state in (TrialState.COMPLETE, TrialState.PRUNED) for trial in study.trials)
+    assert sorted(path.name for path in (tmp_path / "second").iterdir() if path.name.isdigit()) == ["3", "4"]
+    assert sorted(path.name for path in (tmp_path / "first").iterdir() if path.name.isdigit()) == ["0", "1", "2"]
+
+
+def test_failed_and_killed_trials_are_recorded_and_the_search_goes_on(run_cli, mnist_dir, tmp_path) -> None:
+    env = {**os.environ, "CNNSWEEP_DATA_DIR": str(mnist_dir)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    command = [sys.executable, str(RUN_SCRIPT), *TINY_SEARCH, f"hydra.sweep.dir={tmp_path / 'sweep'}",
+               f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}", "hydra.sweeper.n_trials=4",
+               "hydra.sweeper.sampler=grid", "hydra.sweeper.pruner=none", "training.epochs=30",
+               "model.kernel_size=choice(3, 13)", "model.filters=choice(4, 6)", "optimizer.lr=0.003"]
+    out, err = (tmp_path / "stdout.txt").open("w+"), (tmp_path / "stderr.txt").open("w+")
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=err)
+    # Kill the first job process that starts training, from outside, as an OOM killer would.
+    killed = None
+    deadline = time.monotonic() + 300
+    while killed is None and time.monotonic() < deadline and process.poll() is None:
+        for history in (tmp_path / "sweep").glob("*/history.csv"):
+            number = history.parent.name
+            pids = subprocess.run(["pgrep", "-f", f"cnnsweep.job_process .*/{number}.spec.pkl"],
+                                  capture_output=True, text=True).stdout.split()
+            if pids:
+                os.kill(int(pids[0]), signal.SIGKILL)
+                killed = int(number)
+                break
+        time.sleep(0.2)
+    process.wait(timeout=600)
+    stdout, stderr = (tmp_path / "stdout.txt").read_text(), (tmp_path / "stderr.txt").read_text()
+    assert process.returncode == 0, stderr
+    assert killed is not None
+
+    study = load(tmp_path)
+    states = {trial.number: trial.state for trial in study.trials}
+    assert len(states) == 4 and TrialState.RUNNING not in states.values()
+    kernel = {trial.number: trial.params["model.kernel_size"] for trial in study.trials}
+    for number, state in states.items():
+        if number == killed:
+            assert state == TrialState.FAIL
+            assert "job process died (signal 9, SIGKILL)" in study.trials[number].user_attrs["cnnsweep_error"]
+        elif kernel[number] == 13:
+            assert state == TrialState.FAIL
+            assert "conv block 2 (kernel 13)" in study.trials[number].user_attrs["cnnsweep_error"]
+        else:
+            assert state == TrialState.COMPLETE
+    board = pd.read_csv(tmp_path / "sweep" / "leaderboard.csv").set_index("trial")
+    assert board.loc[killed, "status"] == "failed" and "SIGKILL" in board.loc[killed, "error"]
+    assert "trial %d failed" % killed in stdout
+
+
+def test_a_hopeless_trial_is_pruned(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
+    result = search(run_cli, tmp_path, mnist_dir, "prune", "hydra.sweeper.n_trials=2", "training.epochs=3",
+                    "dataset.max_train=2048", "hydra.sweeper.sampler=grid", "hydra.sweeper.pruner=threshold",
+                    "~hydra.sweeper.pruner_options.n_startup_trials",
+                    "+hydra.sweeper.pruner_options.lower=0.3",
+                    "optimizer.lr=choice(0.01, 0.0000001)")
+    assert result.returncode == 0, result.stderr
+    study = load(tmp_path)
+    by_lr = {trial.params["optimizer.lr"]: trial for trial in study.trials}
+    assert by_lr[1e-7].state == TrialState.PRUNED and by_lr[0.01].state == TrialState.COMPLETE
+    assert list(by_lr[1e-7].intermediate_values) == [1]  # stopped after its first epoch
+    board = pd.read_csv(tmp_path / "prune" / "leaderboard.csv").set_index("trial")
+    pruned = board.loc[by_lr[1e-7].number]
+    assert pruned["status"] == "pruned" and pruned["epochs_completed"] == 1
+    assert board.loc[by_lr[0.01].number, "epochs_completed"] == 3
+
+
+def test_a_killed_sweep_resumes_without_losing_or_repeating_trials(run_cli, mnist_dir, tmp_path) -> None:
+    env = {**os.environ, "CNNSWEEP_DATA_DIR": str(mnist_dir)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    common = [*TINY_SEARCH, f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}", "hydra.sweeper.n_trials=3"]
+    sweeper = subprocess.Popen([sys.executable, str(RUN_SCRIPT), *common, f"hydra.sweep.dir={tmp_path / 'a'}",
+                                "training.epochs=40"], cwd=tmp_path, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "a" / "1" / "history.csv").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.kill(sweeper.pid, signal.SIGKILL)  # trial 0 is done, trial 1 is training
+    sweeper.wait()
+    before = load(tmp_path).trials
+    assert [trial.state for trial in before[:2]] == [TrialState.COMPLETE, TrialState.RUNNING]
+
+    result = run_cli(*common, f"hydra.sweep.dir={tmp_path / 'b'}", "training.epochs=2",
+                     env={"CNNSWEEP_DATA_DIR": str(mnist_dir)}, timeout=600)
+    assert result.returncode == 0, result.stderr
+    trials = load(tmp_path).trials
+    assert TrialState.RUNNING not in [trial.state for trial in trials]
+    assert trials[0].state == TrialState.COMPLETE and trials[0].datetime_complete == before[0].datetime_complete
+    assert trials[1].state == TrialState.FAIL
+    rerun = [trial for trial in trials if trial.user_attrs.get("cnnsweep_requeued_from") == 1]
+    assert len(rerun) == 1 and rerun[0].params == trials[1].params and rerun[0].state == TrialState.COMPLETE
+    finished = [trial for trial in trials if trial.state == TrialState.COMPLETE]
+    assert len(finished) == 3  # the study's total, with the interrupted trial run again once
