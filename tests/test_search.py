@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from conftest import RUN_SCRIPT
+from test_leaderboard import REPORT_SCRIPT
 
 # The quick search, made smaller still: 512 training images, a 256-image hold-out, tiny models.
 TINY_SEARCH = ["-m", "sweeps=quick", "dataset.max_train=512", "dataset.max_test=256", "dataset.val_size=256",
@@ -52,6 +53,12 @@ def test_search_then_resume_study_and_leaderboard_agree(run_cli, mnist_dir: Path
     assert board["test_accuracy"].notna().all() and board["objective"].iloc[0] == pytest.approx(study.best_value)
     results = OmegaConf.load(tmp_path / "first" / "optimization_results.yaml")
     assert results.best_trial == study.best_trial.number and results.best_value == pytest.approx(study.best_value)
+
+    report = run_cli(str(tmp_path / "first"), "--output", str(tmp_path / "review" / "board.csv"),
+                     script=REPORT_SCRIPT)
+    assert report.returncode == 0, report.stderr
+    for image in ("objective_vs_params", "quick_history", "quick_importance"):
+        assert (tmp_path / "review" / f"{image}.png").stat().st_size > 1000
 
     second = search(run_cli, tmp_path, mnist_dir, "second", "hydra.sweeper.n_trials=5")
     assert second.returncode == 0, second.stderr
