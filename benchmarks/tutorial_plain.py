@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from tensorflow.keras import datasets, layers, models
+from tensorflow.keras import layers, models
 
 
 class EpochTimer(tf.keras.callbacks.Callback):

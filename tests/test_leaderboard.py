@@ -3,7 +3,6 @@ of completed, failed and killed runs, with seed aggregation, plots and the HTML 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

@@ -31,7 +31,7 @@ from optuna.trial import TrialState
 
 from cnnsweep.config import METRIC_DIRECTIONS
 from cnnsweep.errors import CnnsweepError, ConfigError
-from cnnsweep.records import METRICS_FILE
+from cnnsweep.records import METRICS_FILE, write_atomic
 from cnnsweep.search_space import as_override, grid_values, parse_search_space
 from cnnsweep.study import STUDY_ENV, TRIAL_ENV, StudySpec, make_sampler
 
@@ -103,7 +103,7 @@ class Search:
         distributions, fixed = parse_search_space(params)
         grid = grid_values(distributions) if settings.sampler == "grid" else None
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")  # marks the folder as a sweep
+        write_atomic(self.sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # marks a sweep folder
         study_file = spec.write(self.sweep_dir).resolve()
         study = optuna.create_study(
             study_name=spec.study_name, storage=spec.open_storage(), directions=spec.directions,
@@ -233,7 +233,7 @@ class Search:
             log.info("Pareto front of %d trials:", len(front))
             for point in front:
                 log.info("  trial %d: %s with %s", point["trial"], point["values"], point["params"])
-        OmegaConf.save(OmegaConf.create(results), self.sweep_dir / "optimization_results.yaml")
+        write_atomic(self.sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results)))
 
 
 def _tell(study: optuna.Study, trial: Union[optuna.Trial, int], state: TrialState,
