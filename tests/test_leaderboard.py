@@ -109,3 +109,15 @@ def test_minimized_objectives_sort_lowest_first() -> None:
     frame = pd.DataFrame({"run": list("abc"), "objective": [0.3, None, 0.1],
                           "objective_direction": ["minimize"] * 3})
     assert list(sort_by_objective(frame)["run"]) == ["c", "a", "b"]
+
+
+def test_two_sweeps_started_together_get_their_own_folders(mnist_dir: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "CNNSWEEP_DATA_DIR": str(mnist_dir)}
+    command = [sys.executable, str(RUN_SCRIPT), "-m", *TINY_RUN, "dataset.max_train=64", "training.epochs=1"]
+    processes = [subprocess.Popen([*command, f"seed={seed}"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for seed in (0, 1)]
+    assert [process.wait(timeout=300) for process in processes] == [0, 0]
+    sweeps = sorted((tmp_path / "outputs" / "multiruns").iterdir())
+    assert len(sweeps) == 2  # microsecond folder names: no collision even within one second
+    seeds = sorted(pd.read_csv(sweep / "leaderboard.csv")["seed"].iloc[0] for sweep in sweeps)
+    assert seeds == [0, 1]

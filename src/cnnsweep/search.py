@@ -133,7 +133,7 @@ class Search:
         else:
             self._run_in_batches(study, spec, total, ask)
         self._write_results(study, spec)
-        if len(self.failures) > settings.max_failures:
+        if self._stopping():
             raise CnnsweepError(
                 f"search stopped: {len(self.failures)} trials failed (hydra.sweeper.max_failures="
                 f"{settings.max_failures}); last: {self.failures[-1]}; fix it, then rerun the same command to resume"
