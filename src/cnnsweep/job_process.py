@@ -2,14 +2,14 @@
 takes only itself down, and each job starts TensorFlow with its own device settings.
 
 The parent (`run_job_in_process`) pickles what Hydra's own launchers hand to `run_job`; the child
-(`python -m cnnsweep.job_process SPEC`) restores it, runs the job and pickles the JobReturn back.
+(`python -m cnnsweep.job_process SPEC`) restores it, runs the job and pickles its status and return
+value back; the parent rebuilds the JobReturn.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
-import json
 import os
 import pickle
 import runpy
@@ -26,7 +26,7 @@ from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cnnsweep.records import METRICS_FILE, utc_now, write_json
+from cnnsweep.records import mark_failed
 
 
 class JobProcessDied(RuntimeError):
@@ -37,7 +37,7 @@ class JobProcessDied(RuntimeError):
 class JobSpec:
     hydra_context: HydraContext
     config: DictConfig  # the job's composed config, with hydra.job.num set
-    singleton_instances: dict[str, Any]
+    singleton_instances: dict[Any, Any]  # Hydra's singletons by class, Plugins left out by get_state
     task: tuple[str, str, Optional[str]]  # module, qualified name, and the file when it is __main__
     result_path: str
 
@@ -72,10 +72,7 @@ def run_job_in_process(
     control_dir.mkdir(parents=True, exist_ok=True)
     number = job_config.hydra.job.num
     spec_path, result_path = control_dir / f"{number}.spec.pkl", control_dir / f"{number}.result.pkl"
-    instances = {
-        name: instance for name, instance in Singleton.get_state()["instances"].items()
-        if name != "hydra.core.plugins.Plugins"  # rebuilt by the child on first use
-    }
+    instances = Singleton.get_state()["instances"]
     spec = JobSpec(hydra_context, job_config, instances, task_reference(task_function), str(result_path))
     spec_path.write_bytes(pickle.dumps(spec))
     process = subprocess.run(
@@ -99,19 +96,6 @@ def run_job_in_process(
         overrides=list(job_config.hydra.overrides.task), cfg=task_config, hydra_cfg=hydra_node,
         working_dir=str(job_dir), task_name=job_config.hydra.job.name, status=status, _return_value=value,
     )
-
-
-def mark_failed(job_dir: Path, error: str) -> None:
-    """Turn a `running` metrics.json left by a dead process into `failed`, keeping its other fields."""
-    path = job_dir / METRICS_FILE
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
-        job_dir.mkdir(parents=True, exist_ok=True)
-        metrics = {"status": "running", "started_at": None}
-    if metrics.get("status") == "running":
-        metrics.update(status="failed", error=error, finished_at=utc_now())
-        write_json(path, metrics)
 
 
 def _describe_exit(returncode: int) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -17,8 +16,8 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from cnnsweep.records import write_atomic  # noqa: E402
+from cnnsweep.study import STUDY_FILE, StudySpec  # noqa: E402
 
-STUDY_FILE = "study.json"  # written by the Optuna sweeper: {"storage": URL, "study_name": NAME}
 STATUS_COLOURS = {"completed": "tab:blue", "pruned": "tab:orange", "failed": "tab:red", "running": "tab:gray"}
 
 
@@ -47,12 +46,12 @@ def plot_studies(roots: list[Path], folder: Path) -> list[Path]:
     """Optuna's optimisation history and parameter importances for each study found under `roots`."""
     images: list[Path] = []
     for study_file in sorted({found for root in roots for found in root.rglob(STUDY_FILE)}):
-        info = json.loads(study_file.read_text())
-        study = optuna.load_study(study_name=info["study_name"], storage=info["storage"])
+        spec = StudySpec.read(study_file)
+        study = optuna.load_study(study_name=spec.study_name, storage=spec.open_storage())
         done = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
         if not done or len(study.directions) > 1:
             continue
-        name = info["study_name"]
+        name = spec.study_name
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             plots = [("history", optuna.visualization.matplotlib.plot_optimization_history)]

@@ -127,6 +127,19 @@ class RunRecord:
         write_json(self.path, self.metrics)
 
 
+def mark_failed(run_dir: Path, error: str) -> None:
+    """Turn a `running` metrics.json left by a process that died into `failed`, keeping its other fields."""
+    path = run_dir / METRICS_FILE
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        metrics = {"status": "running", "started_at": None}
+    if metrics.get("status") == "running":
+        metrics.update(status="failed", error=error, finished_at=utc_now())
+        write_json(path, metrics)
+
+
 def environment_info(devices: dict[str, Any], project_dir: Path) -> dict[str, Any]:
     """What is needed to tell whether two runs are comparable: versions, code state, devices, host."""
     packages = {dist.metadata["Name"].lower(): dist.version for dist in metadata.distributions()}
