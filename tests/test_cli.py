@@ -119,6 +119,8 @@ BROKEN_FILES = ["truncated", "text", "missing_keys", "mismatched", "labels_out_o
         (["optimizer.lr=0"], "optimizer.lr=0.0: must be a positive number", 2),
         (["training.epochs=0"], "training.epochs=0: must be a positive integer", 2),
         (["dataset.path=nothere.npz"], "dataset.path=nothere.npz: no such file", 1),
+        (["-m", "launcher=parallel", "launcher.gpus=[a,b]", "launcher.jobs=3"],
+         "launcher.jobs=3: more than the 2 GPU(s) a,b, and each job needs its own", 2),
         *[([f"@{name}"], name, 1) for name in BROKEN_FILES],
     ],
 )

@@ -38,8 +38,15 @@ def run_with_one_line_errors(entry: Callable[[], Any]) -> None:
 
 
 def _exit_with(error: Exception) -> None:
+    error = _own_cause(error)
     print(f"error: {one_line(error)}", file=sys.stderr)
     sys.exit(exit_code(error))
+
+
+def _own_cause(error: Exception) -> Exception:
+    """cnnsweep's own error when Hydra wrapped it (a plugin that refused its settings at instantiation)."""
+    cause = error.__cause__
+    return cause if isinstance(cause, CnnsweepError) else error
 
 
 def exit_code(error: BaseException) -> int:

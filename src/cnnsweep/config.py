@@ -147,6 +147,7 @@ def load_run_config(cfg: DictConfig) -> RunConfig:
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     optimizer = container.pop("optimizer", {}) or {}
+    container.pop("launcher", None)  # how the sweep runs jobs (conf/launcher), not part of a run
     schema = OmegaConf.structured(RunConfig)
     try:
         typed = OmegaConf.merge(schema, container)

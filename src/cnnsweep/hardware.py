@@ -7,9 +7,10 @@ TensorFlow is imported on the training path.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from cnnsweep.config import Device, HardwareConfig
+from cnnsweep.devices import SLOT_ENV, THREADS_ENV
 from cnnsweep.errors import ConfigError
 
 
@@ -37,17 +38,18 @@ def configure(config: HardwareConfig, seed: int) -> dict[str, Any]:
                 lambda value, gpu=gpu: tf.config.experimental.set_memory_growth(gpu, value),
             )
     threading = tf.config.threading
-    if config.intra_op_threads is not None:
+    intra_op, inter_op = _thread_counts(config)
+    if intra_op is not None:
         _set_once(
             threading.get_intra_op_parallelism_threads(),
-            config.intra_op_threads,
+            intra_op,
             threading.set_intra_op_parallelism_threads,
             "hardware.intra_op_threads",
         )
-    if config.inter_op_threads is not None:
+    if inter_op is not None:
         _set_once(
             threading.get_inter_op_parallelism_threads(),
-            config.inter_op_threads,
+            inter_op,
             threading.set_inter_op_parallelism_threads,
             "hardware.inter_op_threads",
         )
@@ -60,6 +62,8 @@ def configure(config: HardwareConfig, seed: int) -> dict[str, Any]:
         "gpus": [gpu.name for gpu in gpus],
         "logical_devices": [device.name for device in tf.config.list_logical_devices()],
         "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "launcher_slot": os.environ.get(SLOT_ENV),  # set by the process launcher (cnnsweep.devices)
+        "launcher_cpu_threads": os.environ.get(THREADS_ENV),
         "cpu_count": os.cpu_count(),
         "intra_op_threads": threading.get_intra_op_parallelism_threads(),  # 0: TensorFlow's default
         "inter_op_threads": threading.get_inter_op_parallelism_threads(),
@@ -67,6 +71,19 @@ def configure(config: HardwareConfig, seed: int) -> dict[str, Any]:
         "jit_compile": config.jit_compile,
         "deterministic": config.deterministic,
     }
+
+
+def _thread_counts(config: HardwareConfig) -> tuple[Optional[int], Optional[int]]:
+    """Explicit hardware.*_threads win; else a parallel launcher's share of the cores for this job
+    (intra-op gets the share; two inter-op threads, since one can deadlock ops that wait on others)."""
+    share = os.environ.get(THREADS_ENV)
+    if not share:
+        return config.intra_op_threads, config.inter_op_threads
+    if not share.isdigit() or int(share) < 1:
+        raise ConfigError(f"{THREADS_ENV}={share!r}: must be a positive number of threads; unset it")
+    intra_op = config.intra_op_threads if config.intra_op_threads is not None else int(share)
+    inter_op = config.inter_op_threads if config.inter_op_threads is not None else 2
+    return intra_op, inter_op
 
 
 def _set_once(current: Any, wanted: Any, setter: Callable[[Any], None], key: str = "hardware") -> None:

@@ -25,7 +25,9 @@ METRIC_COLUMNS = [
 ]
 LEAD_COLUMNS = ["run", "sweep", "status", "objective", "objective_metric", "objective_direction"]
 # Config keys that never distinguish one experiment from another.
+# (launcher.*: how jobs were spread over devices, not what was trained).
 IGNORED_CONFIG_KEYS = ("training.progress",)
+IGNORED_CONFIG_PREFIXES = ("launcher.",)
 
 
 def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
@@ -50,7 +52,7 @@ def build_leaderboard(paths: Iterable[Path]) -> pd.DataFrame:
     config_frame = pd.DataFrame(configs, index=frame.index)
     varying = [
         key for key in config_frame.columns
-        if key not in IGNORED_CONFIG_KEYS and key not in frame.columns
+        if key not in IGNORED_CONFIG_KEYS and not key.startswith(IGNORED_CONFIG_PREFIXES) and key not in frame.columns
         and config_frame[key].astype(str).nunique(dropna=False) > 1
     ]
     frame = pd.concat([frame, config_frame[varying]], axis=1)

@@ -3,8 +3,9 @@ per-epoch pruning, failure tolerance and no batch barrier.
 
 - `n_trials` is the study's total: a rerun of the same command counts the trials already finished
   (by any worker) and runs only the rest.
-- With the process launcher, up to `n_jobs` trials run at once and a finished trial's slot takes the
-  next trial immediately; other launchers get batches of `n_jobs`.
+- Up to `n_jobs` trials run at once (by default as many as the launcher has slots: one per GPU with
+  launcher=parallel, launcher.jobs with launcher=slurm) and a finished trial's slot takes the next
+  trial immediately (see launcher_slots); other launchers get batches of `n_jobs`.
 - Each trial's result is read from its metrics.json, so completed, pruned and failed trials (even a
   job process that was killed) reach the study with the right state, and none is left RUNNING.
 - Trials left RUNNING by a sweep process on this host that has died are settled on the next start:
@@ -54,7 +55,7 @@ class SearchSettings:
     direction: Any
     metric: Any
     n_trials: int
-    n_jobs: int
+    n_jobs: Optional[int]
     sampler: str
     sampler_options: dict[str, Any] = field(default_factory=dict)
     seed: Optional[int] = None
@@ -95,6 +96,11 @@ class Search:
         self.config = config
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.failures: list[str] = []
+        slots, self.concurrent_launches = launcher_slots(launcher)
+        self.n_jobs = settings.n_jobs or slots
+        if self.n_jobs < 1:
+            raise ConfigError(f"hydra.sweeper.n_jobs={settings.n_jobs}: must be a positive number of trials at once, "
+                              "or null for one per launcher slot")
 
     def run(self, arguments: list[str]) -> None:
         settings = self.settings
@@ -114,8 +120,8 @@ class Search:
         total = settings.n_trials if grid is None else min(settings.n_trials, math.prod(map(len, grid.values())))
         already = self._count(study, FINISHED)
         log.info("study %s in %s: %d of %d trials finished; sampler %s, pruner %s, %d at once",
-                 spec.study_name, _describe_storage(spec.storage), already, total, settings.sampler,
-                 spec.pruner if len(spec.directions) == 1 else "none (multi-objective)", settings.n_jobs)
+                 spec.study_name, spec.storage_label, already, total, settings.sampler,
+                 spec.pruner if len(spec.directions) == 1 else "none (multi-objective)", self.n_jobs)
 
         def ask() -> tuple[optuna.Trial, list[str]]:
             """A new trial and its job's overrides; its folder is named by its trial number."""
@@ -128,7 +134,7 @@ class Search:
                           f"+hydra.job.env_set.{TRIAL_ENV}={trial.number}"]
             return trial, overrides
 
-        if getattr(self.launcher, "launches_concurrently", False):
+        if self.concurrent_launches:
             self._run_continuously(study, spec, total, ask)
         else:
             self._run_in_batches(study, spec, total, ask)
@@ -155,9 +161,9 @@ class Search:
 
     def _run_continuously(self, study: optuna.Study, spec: StudySpec, total: int, ask: AskTrial) -> None:
         running: dict[Future, optuna.Trial] = {}
-        with ThreadPoolExecutor(max_workers=self.settings.n_jobs) as pool:
+        with ThreadPoolExecutor(max_workers=self.n_jobs) as pool:
             while True:
-                while (len(running) < self.settings.n_jobs and not self._stopping()
+                while (len(running) < self.n_jobs and not self._stopping()
                        and self._remaining(study, total) > 0):
                     trial, overrides = ask()
                     running[pool.submit(self.launcher.launch, [overrides], trial.number)] = trial
@@ -170,7 +176,7 @@ class Search:
     def _run_in_batches(self, study: optuna.Study, spec: StudySpec, total: int, ask: AskTrial) -> None:
         """For launchers that run a whole batch per call: each batch waits for its slowest trial."""
         while not self._stopping():
-            size = min(self.settings.n_jobs, self._remaining(study, total))
+            size = min(self.n_jobs, self._remaining(study, total))
             if size <= 0:
                 return
             trials, job_overrides = zip(*(ask() for _ in range(size)))
@@ -236,6 +242,20 @@ class Search:
         write_atomic(self.sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results)))
 
 
+def launcher_slots(launcher: Launcher) -> tuple[int, bool]:
+    """Trials the launcher can run at once, and whether `launch` may be called from several threads, so
+    that a finished trial's slot takes the next trial at once: cnnsweep's process launcher (its slots) and
+    hydra-submitit-launcher (its array parallelism; every call builds its own executor) can. Others get
+    one trial at a time unless hydra.sweeper.n_jobs asks for batches."""
+    if getattr(launcher, "launches_concurrently", False):
+        return int(getattr(launcher, "concurrency", 1)), True
+    params = getattr(launcher, "params", None)
+    submitit = any(cls.__module__.startswith("hydra_plugins.hydra_submitit_launcher") for cls in type(launcher).__mro__)
+    if submitit and isinstance(params, dict):
+        return int(params.get("array_parallelism") or 1), True
+    return 1, False
+
+
 def _tell(study: optuna.Study, trial: Union[optuna.Trial, int], state: TrialState,
           values: Optional[list[float]]) -> None:
     try:
@@ -278,8 +298,3 @@ def _alive(pid: int) -> bool:
         return True
     return True
 
-
-def _describe_storage(storage: Union[str, dict[str, Any]]) -> str:
-    if isinstance(storage, str):
-        return storage.split("@")[-1] if "@" in storage else storage  # never log a password
-    return str(storage.get("_target_", "a custom storage"))

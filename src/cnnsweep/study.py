@@ -61,11 +61,26 @@ class StudySpec:
 
     def open_storage(self) -> optuna.storages.BaseStorage:
         """An RDB storage for a URL (SQLite, PostgreSQL, ...), else the configured storage object."""
+        try:
+            if isinstance(self.storage, str):
+                if self.storage.startswith("sqlite:///"):
+                    Path(self.storage.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                return optuna.storages.RDBStorage(self.storage)
+            return instantiate(self.storage)
+        except Exception as error:  # the driver's, SQLAlchemy's or Hydra's, with multi-line reports
+            reason = str(error.__cause__ or error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(
+                f"hydra.sweeper.storage: cannot open {self.storage_label} ({reason}); check the URL, that the "
+                "server is up and reachable, and for postgresql+psycopg:// that psycopg is installed"
+            ) from error
+
+    @property
+    def storage_label(self) -> str:
+        """The storage for logs and errors, without a password."""
         if isinstance(self.storage, str):
-            if self.storage.startswith("sqlite:///"):
-                Path(self.storage.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.RDBStorage(self.storage)
-        return instantiate(self.storage)
+            scheme, _, rest = self.storage.partition("://")
+            return f"{scheme}://{rest.split('@')[-1]}" if "@" in rest else self.storage
+        return str(self.storage.get("_target_", "a custom storage"))
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
         if len(self.directions) > 1 or self.pruner == "none":

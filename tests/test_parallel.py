@@ -1,0 +1,110 @@
+"""launcher=parallel: one GPU per job and the cores split between jobs, proven on CPU with fake GPU ids.
+
+The subprocess tests run real multiruns (a grid and an Optuna search) and read <sweep>/schedule.jsonl,
+where the launcher records each job's GPU, threads, start and end, and each job's environment.json,
+where the job's own TensorFlow process records what it was given.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import optuna
+import pytest
+
+from cnnsweep.devices import SLOT_ENV, THREADS_ENV, plan_slots, visible_gpus
+from cnnsweep.errors import ConfigError
+from conftest import TINY_RUN
+from test_search import TINY_SEARCH
+
+# A device that frees up must take the next job within this many seconds (it is milliseconds in practice;
+# the margin covers a loaded CI machine composing the next job's config).
+HANDOVER_SECONDS = 3.0
+
+
+def read_schedule(sweep_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (sweep_dir / "schedule.jsonl").read_text().splitlines()]
+
+
+def assert_one_job_per_gpu(schedule: list[dict], gpus: list[str]) -> None:
+    """Every GPU used; jobs on one GPU never overlap; a freed GPU takes the next waiting job at once."""
+    by_gpu: dict[str, list[dict]] = defaultdict(list)
+    for job in schedule:
+        by_gpu[job["gpu"]].append(job)
+    assert sorted(by_gpu) == sorted(gpus)
+    first_wave_end = min(job["end"] for job in schedule)
+    for gpu, jobs in by_gpu.items():
+        jobs.sort(key=lambda job: job["start"])
+        for previous, following in zip(jobs, jobs[1:]):
+            assert following["start"] >= previous["end"], f"GPU {gpu} ran jobs {previous['job']} and {following['job']} at once"
+            assert following["start"] - previous["end"] < HANDOVER_SECONDS, f"GPU {gpu} sat idle between jobs"
+    later = [job for job in schedule if job["start"] >= first_wave_end]
+    assert later, "every job started in the first wave: the test proves nothing about handover"
+
+
+def test_a_grid_gives_each_running_job_its_own_gpu_and_a_share_of_the_cores(run_cli, mnist_dir, tmp_path) -> None:
+    sweep_dir = tmp_path / "grid"
+    result = run_cli("-m", "launcher=parallel", "launcher.gpus=[g0,g1]", *TINY_RUN, "training.epochs=1,2",
+                     "model.filters=4,8,12", f"hydra.sweep.dir={sweep_dir}",
+                     env={"CNNSWEEP_DATA_DIR": str(mnist_dir)}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    schedule = read_schedule(sweep_dir)
+    assert sorted(job["job"] for job in schedule) == list(range(6))
+    assert {job["status"] for job in schedule} == {"completed"}
+    assert_one_job_per_gpu(schedule, ["g0", "g1"])
+    for job in schedule:  # what each job's own TensorFlow process was given
+        devices = json.loads((sweep_dir / str(job["job"]) / "environment.json").read_text())["devices"]
+        assert devices["cuda_visible_devices"] == job["gpu"]
+        assert devices["launcher_cpu_threads"] == str(job["threads"])
+        assert devices["intra_op_threads"] == job["threads"] == max(1, devices["cpu_count"] // 2)
+    assert "launcher.jobs" not in (sweep_dir / "leaderboard.csv").read_text()  # not an experiment column
+
+
+def test_an_optuna_search_keeps_every_gpu_busy(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
+    sweep_dir, storage = tmp_path / "search", f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = run_cli(*TINY_SEARCH, "launcher=parallel", "launcher.gpus=[g0,g1]", "hydra.sweeper.n_trials=5",
+                     "training.epochs=1", f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.storage={storage}",
+                     env={"CNNSWEEP_DATA_DIR": str(mnist_dir)}, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 at once" in result.stdout  # n_jobs follows the launcher's slots
+    schedule = read_schedule(sweep_dir)
+    assert len(schedule) == 5
+    assert_one_job_per_gpu(schedule, ["g0", "g1"])
+    trials = optuna.load_study(study_name="quick", storage=storage).trials
+    assert len(trials) == 5 and all(trial.state.is_finished() for trial in trials)
+
+
+def test_slots_split_gpus_and_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    two_gpus = plan_slots(None, ["3", "5"], cores=8)
+    assert [(slot.gpu, slot.threads) for slot in two_gpus] == [("3", 4), ("5", 4)]
+    assert two_gpus[1].environment() == {SLOT_ENV: "1", "CUDA_VISIBLE_DEVICES": "5", THREADS_ENV: "4",
+                                         "OMP_NUM_THREADS": "4"}
+    assert [slot.gpu for slot in plan_slots(1, ["3", "5"], cores=8)] == ["3"]
+    cpu = plan_slots(4, 0, cores=8)  # gpus=0: CPU only, GPUs hidden from the jobs
+    assert [(slot.gpu, slot.threads) for slot in cpu] == [("", 2)] * 4
+    assert [slot.threads for slot in plan_slots(3, [], cores=2)] == [1, 1, 1]  # never 0 threads
+    local = plan_slots(1, None, cores=8)  # launcher=local: nothing assigned, TensorFlow's defaults
+    assert [(slot.gpu, slot.threads) for slot in local] == [(None, None)]
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,7")
+    assert visible_gpus() == ["2", "7"]
+    assert [slot.gpu for slot in plan_slots(None, "auto", cores=8)] == ["2", "7"]
+    assert [slot.gpu for slot in plan_slots(None, 1, cores=8)] == ["2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert [(slot.gpu, slot.threads) for slot in plan_slots(None, "auto", cores=2)] == [(None, 1), (None, 1)]
+
+
+@pytest.mark.parametrize("jobs, gpus, message", [
+    (3, ["0", "1"], "launcher.jobs=3: more than the 2 GPU(s)"),
+    (None, ["0", "0"], "a GPU is listed twice"),
+    (None, 4, "launcher.gpus=4: 0 GPU(s) visible"),
+    (0, None, "launcher.jobs=0: must be a positive number"),
+    (None, "all", "launcher.gpus=all: must be auto, a number of GPUs, or a list"),
+])
+def test_impossible_slot_plans_are_refused(monkeypatch, jobs, gpus, message) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        plan_slots(jobs, gpus, cores=2)

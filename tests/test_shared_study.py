@@ -1,0 +1,83 @@
+"""Two sweep processes started at once feed one Optuna study through a shared storage, as workers on a
+cluster do: Optuna's journal file (always tested) and a real PostgreSQL server (where .ci/run started
+one and set CNNSWEEP_TEST_POSTGRES_URL). Every trial is recorded once, the workers' trials add up to the
+study's, and the leaderboard over both sweep folders sees them all."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from conftest import RUN_SCRIPT
+from test_leaderboard import REPORT_SCRIPT
+from test_search import TINY_SEARCH
+
+N_TRIALS = 4
+
+
+def journal_storage(tmp_path: Path) -> tuple[str, optuna.storages.BaseStorage]:
+    path = tmp_path / "study.log"
+    override = ("{_target_:optuna.storages.JournalStorage,log_storage:{_target_:"
+                f"optuna.storages.journal.JournalFileBackend,file_path:'{path}'}}}}")
+    return override, optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+
+
+def postgres_storage(tmp_path: Path) -> tuple[str, optuna.storages.BaseStorage]:
+    url = os.environ.get("CNNSWEEP_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip("no PostgreSQL server: .ci/run starts one and sets CNNSWEEP_TEST_POSTGRES_URL")
+    return url, optuna.storages.RDBStorage(url)
+
+
+@pytest.mark.parametrize("make_storage", [journal_storage, postgres_storage], ids=["journal", "postgresql"])
+def test_two_workers_share_one_study(make_storage, mnist_dir: Path, tmp_path: Path) -> None:
+    storage_override, storage = make_storage(tmp_path)
+    study_name = f"shared-{uuid.uuid4().hex[:8]}"  # a server's database outlives one test run
+    env = {**os.environ, "CNNSWEEP_DATA_DIR": str(mnist_dir)}
+    env.pop("HYDRA_FULL_ERROR", None)
+    workers = [
+        subprocess.Popen(
+            [sys.executable, str(RUN_SCRIPT), *TINY_SEARCH, "training.epochs=1", f"hydra.sweeper.n_trials={N_TRIALS}",
+             f"hydra.sweeper.study_name={study_name}", f"hydra.sweeper.storage={storage_override}",
+             f"hydra.sweep.dir={tmp_path / name}"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for name in ("worker_a", "worker_b")
+    ]
+    outputs = [worker.communicate(timeout=600) for worker in workers]
+    for worker, (_, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+
+    trials = optuna.load_study(study_name=study_name, storage=storage).trials
+    # Each worker stops asking once the study's total is reached; two may both take the last slot.
+    assert N_TRIALS <= len(trials) <= N_TRIALS + 1
+    assert all(trial.state in (TrialState.COMPLETE, TrialState.PRUNED) for trial in trials)
+    run_dirs = [Path(trial.user_attrs["cnnsweep_run_dir"]) for trial in trials]
+    assert len(set(run_dirs)) == len(trials)  # one run folder per trial, none reused
+    per_worker = {name: sorted(int(run.name) for run in run_dirs if run.parent.name == name)
+                  for name in ("worker_a", "worker_b")}
+    assert all(per_worker.values()), f"a worker ran no trial: {per_worker}"
+    assert sum(map(len, per_worker.values())) == len(trials)
+
+    report = subprocess.run([sys.executable, str(REPORT_SCRIPT), str(tmp_path / "worker_a"), str(tmp_path / "worker_b"),
+                             "--output", str(tmp_path / "leaderboard.csv")], cwd=tmp_path, capture_output=True, text=True)
+    assert report.returncode == 0, report.stderr[-2000:]
+    board = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert sorted(board["trial"]) == sorted(trial.number for trial in trials)
+
+
+def test_an_unreachable_storage_is_one_error_line(run_cli, tmp_path: Path) -> None:
+    result = run_cli(*TINY_SEARCH, "hydra.sweeper.storage=postgresql+psycopg://user:secret@127.0.0.1:9/none",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert result.returncode == 2
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith("error: hydra.sweeper.storage: cannot open postgresql+psycopg://127.0.0.1:9/none (")
+    assert "secret" not in result.stderr + result.stdout
