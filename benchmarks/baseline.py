@@ -31,22 +31,27 @@ def run_cnnsweep(seed: int, workdir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def run_plain(data_file: Path) -> dict:
+def run_plain(data_file: Path, *options: str) -> dict:
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "tutorial_plain.py"), str(data_file)],
+        [sys.executable, str(ROOT / "benchmarks" / "tutorial_plain.py"), str(data_file), *options],
         check=True, capture_output=True, text=True,
     )
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def mnist_file() -> Path:
+    """The real mnist.npz from CNNSWEEP_DATA_DIR, or exit with the fix."""
+    data_dir = os.environ.get("CNNSWEEP_DATA_DIR")
+    if not data_dir or not (Path(data_dir) / "mnist.npz").is_file():
+        sys.exit("error: set CNNSWEEP_DATA_DIR to a folder holding mnist.npz")
+    return Path(data_dir) / "mnist.npz"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    data_dir = os.environ.get("CNNSWEEP_DATA_DIR")
-    if not data_dir or not (Path(data_dir) / "mnist.npz").is_file():
-        sys.exit("error: set CNNSWEEP_DATA_DIR to a folder holding mnist.npz")
-    data_file = Path(data_dir) / "mnist.npz"
+    data_file = mnist_file()
 
     ours, plain = [], []
     with tempfile.TemporaryDirectory() as workdir:

@@ -10,10 +10,15 @@ measure scheduling, not this 2-core CPU). Three ways to run the same 16 trials o
 From each sweep's schedule.jsonl: wall time (first job start to last job end), and efficiency =
 busy device-time / (4 x wall), where busy is each job's time holding its GPU (process start included);
 "work" counts only the trial's own 5-20 s. Target: efficiency >= 0.9 with cnnsweep's launcher.
+Also printed: the mean gap between a job's end and the next job's start on the same GPU, and the
+efficiency a perfect greedy scheduler would reach with the same job lengths in the same order (no
+scheduler that does not know the lengths beforehand does better: the rest is the tail, where the last
+long jobs run while the other GPUs have nothing left to do).
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import subprocess
 import sys
@@ -52,7 +57,24 @@ def measure(name: str, workdir: Path) -> dict:
     busy = sum(job["end"] - job["start"] for job in jobs)
     work = sum(length(seed) for seed in seeds)
     return {"setup": name, "jobs": len(jobs), "wall_s": wall, "command_s": command_seconds,
-            "efficiency": busy / (GPUS * wall), "work_efficiency": work / (GPUS * wall)}
+            "efficiency": busy / (GPUS * wall), "work_efficiency": work / (GPUS * wall),
+            "handover_s": handover_gap(jobs), "greedy_efficiency": greedy_efficiency(jobs)}
+
+
+def handover_gap(jobs: list[dict]) -> float:
+    gaps = []
+    for gpu in {job["gpu"] for job in jobs}:
+        mine = sorted((job for job in jobs if job["gpu"] == gpu), key=lambda job: job["start"])
+        gaps += [after["start"] - before["end"] for before, after in zip(mine, mine[1:])]
+    return sum(gaps) / len(gaps)
+
+
+def greedy_efficiency(jobs: list[dict]) -> float:
+    """Each job, in start order and with the length it had, on the GPU that frees first, with no gaps."""
+    free = [0.0] * GPUS
+    for job in sorted(jobs, key=lambda job: job["start"]):
+        heapq.heappush(free, heapq.heappop(free) + job["end"] - job["start"])
+    return sum(job["end"] - job["start"] for job in jobs) / (GPUS * max(free))
 
 
 def main() -> None:
@@ -63,7 +85,8 @@ def main() -> None:
         for name in SETUPS:
             result = measure(name, Path(folder))
             print(f"{result['setup']:14s} wall {result['wall_s']:6.1f} s (command {result['command_s']:5.1f} s)  "
-                  f"efficiency {result['efficiency']:.3f}  work efficiency {result['work_efficiency']:.3f}", flush=True)
+                  f"efficiency {result['efficiency']:.3f} (greedy bound {result['greedy_efficiency']:.3f})  "
+                  f"work efficiency {result['work_efficiency']:.3f}  handover {result['handover_s']:.2f} s", flush=True)
 
 
 if __name__ == "__main__":

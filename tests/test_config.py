@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnnsweep.config import Device, Pooling, Precision, load_run_config
+from cnnsweep.config import Device, Distribution, Pooling, Precision, load_run_config
 from cnnsweep.errors import ConfigError
 from conftest import CONF_DIR
 
@@ -19,7 +19,7 @@ def test_every_group_has_options() -> None:
     assert {group for group, _ in GROUP_OPTIONS} >= {"dataset", "model", "optimizer", "hardware"}
     assert {option for group, option in GROUP_OPTIONS if group == "optimizer"} == {"adam", "adamw", "rmsprop", "sgd"}
     assert {option for group, option in GROUP_OPTIONS if group == "dataset"} == {"mnist", "fashion_mnist", "cifar10", "npz"}
-    assert {option for group, option in GROUP_OPTIONS if group == "hardware"} >= {"auto", "cpu", "gpu"}
+    assert {option for group, option in GROUP_OPTIONS if group == "hardware"} >= {"auto", "cpu", "gpu", "multi_gpu"}
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
@@ -31,7 +31,8 @@ def test_every_group_option_composes_and_validates(compose_config, group: str, o
     if group == "optimizer":
         assert run.optimizer.name == option
     elif group == "hardware":
-        assert run.hardware.device == Device(option)
+        expected = (Device.gpu, Distribution.mirrored) if option == "multi_gpu" else (Device(option), Distribution.none)
+        assert (run.hardware.device, run.hardware.distribution) == expected
     elif group == "dataset":
         assert run.dataset.name == option
 
@@ -76,6 +77,8 @@ def test_objective_follows_the_hold_out(compose_config) -> None:
         ("dataset.max_train=0", "dataset.max_train=0: must be a positive integer or null"),
         ("hardware.precision=float8", "hardware.precision: Invalid value 'float8'"),
         ("seed=-1", "seed=-1"),
+        ("training.warmup_epochs=5", "training.warmup_epochs=5.0: must be at least 0 and below training.epochs (5)"),
+        ("training.lr_schedule=step", "training.lr_schedule: Invalid value 'step'"),
         ("objective.metric=val_accuracy", "objective.metric=val_accuracy needs a validation hold-out"),
         ("objective.metric=f1", "objective.metric=f1: not a metric this run reports"),
         ("dataset=npz", "dataset.path has no value"),

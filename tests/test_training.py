@@ -75,3 +75,51 @@ def test_every_epoch_is_a_new_permutation_and_reruns_repeat_it() -> None:
     assert all(sorted(epoch) == list(range(10)) for epoch in first)
     assert len({tuple(epoch) for epoch in first}) == 3  # Keras' seeded shuffle would repeat one order
     assert epochs_of(seed=7) == first and epochs_of(seed=8) != first
+
+
+def test_cosine_schedule_warms_up_to_the_learning_rate_then_decays_to_zero() -> None:
+    from cnnsweep.config import LrSchedule
+    from cnnsweep.training import learning_rate
+
+    training = TrainingConfig(epochs=4, lr_schedule=LrSchedule.cosine, warmup_epochs=1.0)
+    schedule = learning_rate(0.002, training, steps_per_epoch=100)
+    rates = [float(schedule(step)) for step in (0, 50, 100, 250, 400)]
+    assert rates[0] == pytest.approx(0.0002) and rates[1] == pytest.approx(0.0011)
+    assert rates[2] == pytest.approx(0.002) and rates[3] == pytest.approx(0.001) and rates[4] == pytest.approx(0.0)
+    assert learning_rate(0.002, TrainingConfig(), steps_per_epoch=100) == 0.002
+
+
+# Runs in a fresh process: TensorFlow's CPU can be split into two logical devices only before it starts.
+MIRRORED_OVER_TWO_CPUS = """
+import json, sys
+from pathlib import Path
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from cnnsweep import hardware
+from cnnsweep.config import DatasetConfig, ModelConfig, RunConfig, TrainingConfig
+from cnnsweep.data import load_dataset
+from cnnsweep.training import train
+run = RunConfig(model=ModelConfig(filters=4, dense_units=8), training=TrainingConfig(epochs=2, batch_size=16))
+hardware.configure(run.hardware, run.seed)
+data = load_dataset(DatasetConfig(name="npz", path=sys.argv[1], val_size=32))
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+result = train(run, data, Path(sys.argv[2]), show_progress_bar=False, on_epoch=lambda row: False, strategy=strategy)
+print(json.dumps(result.metrics))
+"""
+
+
+def test_mirrored_training_runs_one_batch_per_replica(tmp_path: Path) -> None:
+    """hardware=multi_gpu's code path (MirroredStrategy, batch scaled by replicas), on two CPU devices."""
+    import json
+    import subprocess
+    import sys
+
+    data_file = write_npz(tmp_path / "d.npz", n_train=256, n_test=64)
+    (tmp_path / "run").mkdir()
+    process = subprocess.run([sys.executable, "-c", MIRRORED_OVER_TWO_CPUS, str(data_file), str(tmp_path / "run")],
+                             capture_output=True, text=True, timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    metrics = json.loads(process.stdout.strip().splitlines()[-1])
+    assert (metrics["replicas"], metrics["global_batch_size"], metrics["epochs_completed"]) == (2, 32, 2)
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0 and (tmp_path / "run" / "model.keras").is_file()

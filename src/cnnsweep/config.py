@@ -39,6 +39,16 @@ class Precision(str, Enum):
     mixed_bfloat16 = "mixed_bfloat16"
 
 
+class Distribution(str, Enum):
+    none = "none"  # one device: the first GPU, else the CPU
+    mirrored = "mirrored"  # data-parallel over every GPU the process sees (hardware=multi_gpu)
+
+
+class LrSchedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"  # linear warm-up over training.warmup_epochs, then cosine decay to 0 by the last step
+
+
 class Progress(str, Enum):
     auto = "auto"  # a progress bar for a single run, one line per epoch inside a multirun
     bar = "bar"
@@ -100,6 +110,7 @@ class HardwareConfig:
     jit_compile: bool = False
     deterministic: bool = True
     memory_growth: bool = True
+    distribution: Distribution = Distribution.none
 
 
 @dataclass
@@ -109,6 +120,8 @@ class TrainingConfig:
     shuffle: bool = True
     tensorboard: bool = False
     progress: Progress = Progress.auto
+    lr_schedule: LrSchedule = LrSchedule.constant
+    warmup_epochs: float = 0.0
 
 
 @dataclass
@@ -208,6 +221,11 @@ def _check_ranges(run: RunConfig) -> None:
     )
     _positive(training.epochs, "training.epochs", "the tutorial trains 5 epochs")
     _positive(training.batch_size, "training.batch_size", "the tutorial uses 32")
+    _require(
+        0 <= training.warmup_epochs < training.epochs,
+        f"training.warmup_epochs={training.warmup_epochs}: must be at least 0 and below training.epochs "
+        f"({training.epochs})",
+    )
     _require(
         data.val_size >= 0,
         f"dataset.val_size={data.val_size}: must be 0 (no hold-out) or a positive number of images",

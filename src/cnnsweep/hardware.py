@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Optional
 
-from cnnsweep.config import Device, HardwareConfig
+from cnnsweep.config import Device, Distribution, HardwareConfig
 from cnnsweep.devices import SLOT_ENV, THREADS_ENV
 from cnnsweep.errors import ConfigError
 
@@ -71,6 +71,16 @@ def configure(config: HardwareConfig, seed: int) -> dict[str, Any]:
         "jit_compile": config.jit_compile,
         "deterministic": config.deterministic,
     }
+
+
+def make_strategy(config: HardwareConfig) -> Any:
+    """MirroredStrategy over every GPU this process sees for hardware=multi_gpu, else TensorFlow's
+    default (one device). Its replica count scales the batch: training.batch_size is per replica."""
+    import tensorflow as tf
+
+    if config.distribution is Distribution.mirrored:
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
 
 
 def _thread_counts(config: HardwareConfig) -> tuple[Optional[int], Optional[int]]:

@@ -17,9 +17,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cnnsweep.config import OptimizerConfig, RunConfig
+from cnnsweep.config import LrSchedule, OptimizerConfig, RunConfig, TrainingConfig
 from cnnsweep.data import Dataset
 from cnnsweep.errors import ConfigError, TrainingError
+from cnnsweep.hardware import make_strategy
 from cnnsweep.model import build_model
 from cnnsweep.records import HISTORY_FILE, MODEL_FILE, write_history
 
@@ -40,9 +41,21 @@ class TrainingResult:
     stopped_early: bool  # `on_epoch` asked to stop (an Optuna pruner judged the trial hopeless)
 
 
-def build_optimizer(config: OptimizerConfig) -> keras.optimizers.Optimizer:
+def learning_rate(lr: float, training: TrainingConfig, steps_per_epoch: int) -> Any:
+    """optimizer.lr, or a schedule peaking at it (training.lr_schedule)."""
+    if training.lr_schedule is LrSchedule.constant:
+        return lr
+    warmup = round(training.warmup_epochs * steps_per_epoch)
+    total = training.epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=lr / 10 if warmup else lr, decay_steps=total - warmup,
+        warmup_target=lr if warmup else None, warmup_steps=warmup,
+    )
+
+
+def build_optimizer(config: OptimizerConfig, rate: Any = None) -> keras.optimizers.Optimizer:
     try:
-        return OPTIMIZER_CLASSES[config.name](learning_rate=config.lr, **config.options)
+        return OPTIMIZER_CLASSES[config.name](learning_rate=config.lr if rate is None else rate, **config.options)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"optimizer={config.name}: {str(error).splitlines()[0]}") from error
 
@@ -129,18 +142,26 @@ def train(
     run_dir: Path,
     show_progress_bar: bool,
     on_epoch: Callable[[dict[str, Any]], bool],
+    strategy: Optional[tf.distribute.Strategy] = None,
 ) -> TrainingResult:
     """Fit and evaluate; raise TrainingError (after history.csv is written) if the loss went NaN.
 
-    `on_epoch` gets each epoch's history row and returns True to stop training there.
+    `on_epoch` gets each epoch's history row and returns True to stop training there. The model is
+    built in `strategy`'s scope (default: from hardware.distribution), one batch per replica per step.
     """
-    model = build_model(config.model, data.input_shape, data.num_classes)
-    model.compile(
-        optimizer=build_optimizer(config.optimizer),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-        jit_compile=config.hardware.jit_compile,
-    )
+    training = config.training
+    strategy = strategy or make_strategy(config.hardware)
+    replicas = strategy.num_replicas_in_sync
+    batch_size = training.batch_size * replicas
+    steps_per_epoch = math.ceil(len(data.x_train) / batch_size)
+    with strategy.scope():
+        model = build_model(config.model, data.input_shape, data.num_classes)
+        model.compile(
+            optimizer=build_optimizer(config.optimizer, learning_rate(config.optimizer.lr, training, steps_per_epoch)),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=config.hardware.jit_compile,
+        )
     recorder = EpochRecorder(run_dir / HISTORY_FILE, on_epoch)
     nan_guard = NanLossGuard()
     callbacks: list[keras.callbacks.Callback] = [nan_guard, recorder]
@@ -148,18 +169,15 @@ def train(
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
     validation = (data.x_val, data.y_val) if data.x_val is not None else None
 
-    training = config.training
-    batches = training_batches(
-        data.x_train, data.y_train, training.batch_size, training.epochs, config.seed, training.shuffle
-    )
+    batches = training_batches(data.x_train, data.y_train, batch_size, training.epochs, config.seed, training.shuffle)
     started = time.perf_counter()
     model.fit(
         batches,
         epochs=training.epochs,
-        steps_per_epoch=math.ceil(len(data.x_train) / training.batch_size),
+        steps_per_epoch=steps_per_epoch,
         shuffle=False,  # `batches` is already reshuffled every epoch
         validation_data=validation,
-        validation_batch_size=training.batch_size,
+        validation_batch_size=batch_size,
         callbacks=callbacks,
         verbose=1 if show_progress_bar else 0,
     )
@@ -172,7 +190,7 @@ def train(
         )
 
     test = model.evaluate(
-        data.x_test, data.y_test, batch_size=config.training.batch_size, verbose=0, return_dict=True
+        data.x_test, data.y_test, batch_size=batch_size, verbose=0, return_dict=True
     )
     last = recorder.rows[-1]
     metrics = {
@@ -184,6 +202,8 @@ def train(
         "epochs_completed": len(recorder.rows),
         "train_seconds": train_seconds,
         "seconds_per_epoch": float(np.mean([row["seconds"] for row in recorder.rows])),
+        "replicas": replicas,
+        "global_batch_size": batch_size,
     }
     save_model(model, run_dir / MODEL_FILE)
     return TrainingResult(metrics=metrics, model=model, stopped_early=recorder.stopped_early)

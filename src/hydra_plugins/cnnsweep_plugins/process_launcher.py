@@ -70,8 +70,10 @@ class ProcessLauncher(Launcher):
             log.info("%d jobs at once: %s", len(self.slots), "; ".join(map(_describe, self.slots)))
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        """Run the jobs, each in the next free slot; safe to call from several threads at once."""
-        with ThreadPoolExecutor(max_workers=len(self.slots)) as pool:
+        """Run the jobs, each in the next free slot; safe to call from several threads at once.
+        One worker more than there are slots composes the next job's config while every slot is busy,
+        so a freed slot starts it within milliseconds."""
+        with ThreadPoolExecutor(max_workers=len(self.slots) + 1) as pool:
             futures = [pool.submit(self.launch_one, overrides, initial_job_idx + offset)
                        for offset, overrides in enumerate(job_overrides)]
             return [future.result() for future in futures]
