@@ -44,14 +44,17 @@ def _file_mode() -> int:
 FILE_MODE = _file_mode()
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one rename, so readers see the old file or the new one."""
+def write_atomic(path: Path, text: str, durable: bool = False) -> None:
+    """Replace `path` with `text` in one rename, so readers (and a killed process) see the old file or
+    the new one. `durable` also flushes it to disk first, to survive a machine crash: kept for a run's
+    final record, since an fsync can stall for many seconds on a busy disk (seen here mid-training)."""
     handle = tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False)
     try:
         with handle:
             handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         os.chmod(handle.name, FILE_MODE)
         os.replace(handle.name, path)
     except BaseException:
@@ -59,9 +62,9 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any], durable: bool = False) -> None:
     """Strict JSON: a NaN or infinite metric is written as null, which every JSON reader accepts."""
-    write_atomic(path, json.dumps(_finite(data), indent=2, allow_nan=False) + "\n")
+    write_atomic(path, json.dumps(_finite(data), indent=2, allow_nan=False) + "\n", durable)
 
 
 def _finite(value: Any) -> Any:
@@ -110,21 +113,22 @@ class RunRecord:
             "finished_at": None,
         }
         run_dir.mkdir(parents=True, exist_ok=True)
-        self._write()
+        write_json(self.path, self.metrics)
 
     def update(self, **fields: Any) -> None:
         self.metrics.update(fields)
-        self._write()
+        write_json(self.path, self.metrics)
 
     def finish(self, status: str, **fields: Any) -> None:
         """`completed`, or `pruned` when a search stopped the run early."""
-        self.update(status=status, finished_at=utc_now(), **fields)
+        self._write_final(status=status, finished_at=utc_now(), **fields)
 
     def fail(self, error: str, **fields: Any) -> None:
-        self.update(status="failed", error=error, finished_at=utc_now(), **fields)
+        self._write_final(status="failed", error=error, finished_at=utc_now(), **fields)
 
-    def _write(self) -> None:
-        write_json(self.path, self.metrics)
+    def _write_final(self, **fields: Any) -> None:
+        self.metrics.update(fields)
+        write_json(self.path, self.metrics, durable=True)
 
 
 def mark_failed(run_dir: Path, error: str) -> None:
@@ -137,7 +141,7 @@ def mark_failed(run_dir: Path, error: str) -> None:
         metrics = {"status": "running", "started_at": None}
     if metrics.get("status") == "running":
         metrics.update(status="failed", error=error, finished_at=utc_now())
-        write_json(path, metrics)
+        write_json(path, metrics, durable=True)
 
 
 def environment_info(devices: dict[str, Any], project_dir: Path) -> dict[str, Any]:
