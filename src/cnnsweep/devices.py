@@ -93,6 +93,7 @@ def plan_slots(jobs: Optional[int], gpus: Any, cores: Optional[int] = None) -> l
     `jobs` slots (default: DEFAULT_CPU_JOBS, at most one per core). Threads are split evenly when more
     than one job runs at once."""
     ids = gpu_ids(gpus)
+    cores = cores or usable_cores()
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"launcher.jobs={jobs}: must be a positive number of jobs at once, or null")
     if ids:
@@ -104,11 +105,9 @@ def plan_slots(jobs: Optional[int], gpus: Any, cores: Optional[int] = None) -> l
             )
         gpu_for = ids
     else:
-        cores = cores or usable_cores()
         count = jobs or min(DEFAULT_CPU_JOBS, cores)
         # gpus=0 or an empty list hides any GPU from the jobs; "auto" with none found changes nothing
         hide = ids is not None and gpus != "auto"
         gpu_for = ["" if hide else None] * count  # type: ignore[list-item]
-    cores = cores or usable_cores()
     threads = max(1, cores // count) if count > 1 else None
     return [Slot(index, gpu_for[index], threads) for index in range(count)]
