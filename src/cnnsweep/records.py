@@ -113,22 +113,22 @@ class RunRecord:
             "finished_at": None,
         }
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.path, self.metrics)
+        self._save({}, durable=False)
 
     def update(self, **fields: Any) -> None:
-        self.metrics.update(fields)
-        write_json(self.path, self.metrics)
+        self._save(fields, durable=False)
 
     def finish(self, status: str, **fields: Any) -> None:
         """`completed`, or `pruned` when a search stopped the run early."""
-        self._write_final(status=status, finished_at=utc_now(), **fields)
+        self._save(dict(status=status, finished_at=utc_now(), **fields), durable=True)
 
     def fail(self, error: str, **fields: Any) -> None:
-        self._write_final(status="failed", error=error, finished_at=utc_now(), **fields)
+        self._save(dict(status="failed", error=error, finished_at=utc_now(), **fields), durable=True)
 
-    def _write_final(self, **fields: Any) -> None:
+    def _save(self, fields: dict[str, Any], durable: bool) -> None:
+        """Progress updates skip the fsync; the final record (finish, fail) is flushed to disk."""
         self.metrics.update(fields)
-        write_json(self.path, self.metrics, durable=True)
+        write_json(self.path, self.metrics, durable)
 
 
 def mark_failed(run_dir: Path, error: str) -> None:

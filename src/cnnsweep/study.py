@@ -68,7 +68,8 @@ class StudySpec:
                 return optuna.storages.RDBStorage(self.storage)
             return instantiate(self.storage)
         except Exception as error:  # the driver's, SQLAlchemy's or Hydra's, with multi-line reports
-            reason = str(error.__cause__ or error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            text = str(error.__cause__ or error).strip()
+            reason = text.splitlines()[0] if text else type(error).__name__
             raise ConfigError(
                 f"hydra.sweeper.storage: cannot open {self.storage_label} ({reason}); check the URL, that the "
                 "server is up and reachable, and for postgresql+psycopg:// that psycopg is installed"
