@@ -9,8 +9,6 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from cnnsweep.leaderboard import LEADERBOARD_FILE, build_leaderboard, format_table, write_leaderboard
-
 log = logging.getLogger(__name__)
 
 
@@ -21,6 +19,9 @@ class LeaderboardCallback(Callback):
         self.top = top
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # pandas loads here, not at start-up: Hydra builds callbacks in every run and every job process.
+        from cnnsweep.leaderboard import LEADERBOARD_FILE, build_leaderboard, format_table, write_leaderboard
+
         sweep_dir = Path(config.hydra.sweep.dir)
         frame = build_leaderboard([sweep_dir])
         if frame.empty:
