@@ -1,13 +1,13 @@
 """Train one configuration: `uv run python src/run.py [OVERRIDES]`, or a sweep with `-m`.
 
 Examples: `uv run python src/run.py model.filters=64 optimizer=sgd`,
-`uv run python src/run.py -m model.filters=32,64`.
+`uv run python src/run.py -m model.filters=32,64`. Reports and reruns: `uv run cnnsweep --help`.
 """
 
 import hydra
 from omegaconf import DictConfig
 
-from cnnsweep.cli import run_with_one_line_errors
+from cnnsweep.errors import run_with_one_line_errors
 from cnnsweep.task import train_task
 
 

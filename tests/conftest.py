@@ -1,22 +1,34 @@
-"""Shared fixtures: config composition, small synthetic .npz files, the real MNIST and CLI runs."""
+"""Shared fixtures: config composition, small synthetic .npz files, the real MNIST and command runs.
+
+Two tiers (markers in pyproject.toml): tests marked `tensorflow` train real Keras models (about a
+minute each on two cores); the rest, the fast tier (`uv run pytest -m "not tensorflow"`), drive the same
+commands, launchers and searches with tests/fake_run.py, which replaces only the training.
+"""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
+from cnnsweep.config import DatasetConfig, compose_run_config
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 RUN_SCRIPT = ROOT / "src" / "run.py"
-RERUN_SCRIPT = ROOT / "src" / "rerun.py"
+RUN = [sys.executable, str(RUN_SCRIPT)]  # the front door, real training
+FAKE_RUN = [sys.executable, str(ROOT / "tests" / "fake_run.py")]  # the same, training replaced by arithmetic
+CNNSWEEP = [str(Path(sys.executable).parent / "cnnsweep")]  # the installed [project.scripts] command
+REPORT = [*CNNSWEEP, "report"]
+RERUN = [*CNNSWEEP, "rerun"]
 # A slice of MNIST small enough for a one-epoch run in a few seconds on two cores.
 TINY_RUN = ["dataset.max_train=512", "dataset.max_test=256", "training.epochs=2", "model.filters=8",
             "model.dense_units=16", "training.batch_size=64"]
@@ -31,6 +43,11 @@ def compose_config() -> Callable[..., DictConfig]:
             return compose(config_name="config", overrides=list(overrides))
 
     return _compose
+
+
+def dataset_config(**fields) -> DatasetConfig:
+    """conf/dataset/npz.yaml's settings (no file yet, every limit off, classes inferred) with `fields` changed."""
+    return replace(compose_run_config("dataset=npz", "dataset.path=unset.npz").dataset, **{"path": None, **fields})
 
 
 @pytest.fixture
@@ -57,18 +74,29 @@ def write_npz(path: Path, n_train: int = 64, n_test: int = 32, shape: tuple[int,
     return path
 
 
+def command_env(**extra: str) -> dict[str, str]:
+    """This environment, without a HYDRA_FULL_ERROR of the developer's, plus `extra`."""
+    env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
+    env.update(extra)
+    return env
+
+
 @pytest.fixture
 def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
-    """Run an entry script in a subprocess from a temporary folder (so outputs/ lands there)."""
+    """Run a command (default: src/run.py) in a subprocess from a temporary folder (so outputs/ lands there)."""
 
-    def _run(*args: str, script: Path = RUN_SCRIPT, env: Optional[dict[str, str]] = None,
+    def _run(*args: str, command: Sequence[str] = RUN, env: Optional[dict[str, str]] = None,
              timeout: int = 300) -> subprocess.CompletedProcess:
-        full_env = {key: value for key, value in os.environ.items() if key != "HYDRA_FULL_ERROR"}
-        full_env.update(env or {})
-        return subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, env=full_env,
+        return subprocess.run([*command, *args], cwd=tmp_path, env=command_env(**(env or {})),
                               capture_output=True, text=True, timeout=timeout)
 
     return _run
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    """A small random dataset in MNIST's shapes, for runs whose training is fake or whose result does not matter."""
+    return write_npz(tmp_path / "tiny.npz", n_train=96, n_test=32)
 
 
 def error_lines(stderr: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""End to end through `src/run.py` and `src/rerun.py` in subprocesses: run folders, reruns,
+"""End to end through `src/run.py` and `cnnsweep rerun` in subprocesses: run folders, reruns,
 multiruns, and the one-line error for every bad input."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import RERUN_SCRIPT, TINY_RUN, error_lines, write_npz
+from conftest import RERUN, TINY_RUN, error_lines, write_npz
 from test_data import _broken
 
 METRIC_FIELDS = {
@@ -34,6 +34,7 @@ def tiny_run(run_cli, mnist_dir: Path, tmp_path: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.tensorflow
 def test_run_folder_holds_a_complete_record(tiny_run: Path, mnist_dir: Path) -> None:
     import keras
 
@@ -68,8 +69,9 @@ def test_run_folder_holds_a_complete_record(tiny_run: Path, mnist_dir: Path) -> 
     assert (tiny_run / ".hydra" / "config.yaml").is_file()
 
 
+@pytest.mark.tensorflow
 def test_rerun_reproduces_the_history(tiny_run: Path, run_cli, mnist_dir: Path, tmp_path: Path) -> None:
-    result = run_cli(str(tiny_run), script=RERUN_SCRIPT, env={"CNNSWEEP_DATA_DIR": str(mnist_dir)})
+    result = run_cli(str(tiny_run), command=RERUN, env={"CNNSWEEP_DATA_DIR": str(mnist_dir)})
     assert result.returncode == 0, result.stderr
     [rerun_dir] = (tmp_path / "outputs" / "reruns").iterdir()
 
@@ -81,6 +83,7 @@ def test_rerun_reproduces_the_history(tiny_run: Path, run_cli, mnist_dir: Path, 
         json.loads((tiny_run / "metrics.json").read_text())["test_accuracy"]
 
 
+@pytest.mark.tensorflow
 def test_multirun_prints_epoch_lines_and_survives_a_failed_job(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cli("-m", *TINY_RUN, "training.epochs=1", "model.kernel_size=3,13",
@@ -94,6 +97,7 @@ def test_multirun_prints_epoch_lines_and_survives_a_failed_job(run_cli, mnist_di
     assert failed["error"].startswith("model: conv block 2 (kernel 13) gets a 8x8 input")
 
 
+@pytest.mark.tensorflow
 def test_nan_loss_fails_the_run_with_a_record(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "nan"
     result = run_cli(*TINY_RUN, "optimizer=sgd", "optimizer.lr=1e12", f"hydra.run.dir={run_dir}",
@@ -143,6 +147,7 @@ def test_bad_input_is_one_error_line(run_cli, tmp_path: Path, overrides: list[st
         assert json.loads(metrics_file.read_text())["status"] == "failed"
 
 
+@pytest.mark.tensorflow
 def test_offline_without_data_says_how_to_supply_it(run_cli, tmp_path: Path) -> None:
     result = run_cli("dataset=fashion_mnist", "dataset.max_train=64", "dataset.max_test=64", "training.epochs=1",
                      env={"CNNSWEEP_DATA_DIR": str(tmp_path), "KERAS_HOME": str(tmp_path / "keras")})
@@ -160,7 +165,7 @@ def test_full_error_shows_the_traceback(run_cli, tmp_path: Path) -> None:
 
 
 def test_rerun_needs_a_run_folder(run_cli, tmp_path: Path) -> None:
-    result = run_cli(str(tmp_path), script=RERUN_SCRIPT)
+    result = run_cli(str(tmp_path), command=RERUN)
     assert result.returncode == 2
     assert error_lines(result.stderr) == [
         f"error: {tmp_path}: no saved config at {tmp_path}/.hydra/config.yaml; pass a run folder written by "

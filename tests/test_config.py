@@ -94,3 +94,27 @@ def test_bad_values_name_the_key(compose_config, override: str, message: str) ->
 def test_added_unknown_key_is_rejected(compose_config) -> None:
     with pytest.raises(ConfigError, match="model.depth"):
         load_run_config(compose_config("+model.depth=4"))
+
+
+def test_run_settings_have_one_home() -> None:
+    """conf/ holds every value; the dataclasses only type it, so the two can never disagree."""
+    import dataclasses
+
+    from cnnsweep import config
+
+    for schema in (config.RunConfig, config.DatasetConfig, config.ModelConfig, config.OptimizerConfig,
+                   config.HardwareConfig, config.TrainingConfig, config.ObjectiveConfig):
+        defaults = [field.name for field in dataclasses.fields(schema)
+                    if field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING]
+        assert defaults == [], f"{schema.__name__} repeats conf/'s defaults: {defaults}"
+
+
+@pytest.mark.parametrize(("preset", "changes"), [
+    ("cpu", {"device": "cpu"}),
+    ("gpu", {"device": "gpu"}),
+    ("multi_gpu", {"device": "gpu", "distribution": "mirrored"}),
+])
+def test_hardware_presets_extend_auto(compose_config, preset: str, changes: dict) -> None:
+    auto = compose_config("hardware=auto").hardware
+    assert dict(compose_config(f"hardware={preset}").hardware) == {**auto, **changes}
+    assert compose_config(f"hardware={preset}", "hardware.jit_compile=true").hardware.jit_compile is True

@@ -7,14 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnsweep.config import DatasetConfig
 from cnnsweep.data import DATA_DIR_ENV, load_dataset
 from cnnsweep.errors import DataError
-from conftest import write_npz
+from conftest import dataset_config, write_npz
 
 
 def test_path_loads_scales_and_adds_a_channel(tmp_path: Path) -> None:
-    data = load_dataset(DatasetConfig(name="npz", path=str(write_npz(tmp_path / "d.npz"))))
+    data = load_dataset(dataset_config(name="npz", path=str(write_npz(tmp_path / "d.npz"))))
     assert data.x_train.shape == (64, 28, 28, 1) and data.x_test.shape == (32, 28, 28, 1)
     assert data.x_train.dtype == np.float32 and 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
     assert data.y_train.dtype == np.int64 and data.num_classes == 10
@@ -24,7 +23,7 @@ def test_path_loads_scales_and_adds_a_channel(tmp_path: Path) -> None:
 
 def test_colour_float_images_keep_their_values(tmp_path: Path) -> None:
     path = write_npz(tmp_path / "rgb.npz", shape=(32, 32, 3), dtype="float32", num_classes=3)
-    data = load_dataset(DatasetConfig(name="npz", path=str(path)))
+    data = load_dataset(dataset_config(name="npz", path=str(path)))
     raw = np.load(path)["x_train"]
     assert data.input_shape == (32, 32, 3)
     np.testing.assert_array_equal(data.x_train, raw)
@@ -34,7 +33,7 @@ def test_colour_float_images_keep_their_values(tmp_path: Path) -> None:
 def test_hold_out_comes_from_the_end_and_limits_apply(tmp_path: Path) -> None:
     path = write_npz(tmp_path / "d.npz", n_train=100, n_test=50)
     raw = np.load(path)
-    data = load_dataset(DatasetConfig(name="npz", path=str(path), val_size=20, max_train=30, max_test=10))
+    data = load_dataset(dataset_config(name="npz", path=str(path), val_size=20, max_train=30, max_test=10))
     np.testing.assert_array_equal(data.y_val, raw["y_train"][80:])
     np.testing.assert_array_equal(data.y_train, raw["y_train"][:30])
     np.testing.assert_array_equal(data.y_test, raw["y_test"][:10])
@@ -44,7 +43,7 @@ def test_hold_out_comes_from_the_end_and_limits_apply(tmp_path: Path) -> None:
 def test_data_dir_is_used_by_dataset_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_npz(tmp_path / "fashion_mnist.npz", n_train=10)
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
-    data = load_dataset(DatasetConfig(name="fashion_mnist"))
+    data = load_dataset(dataset_config(name="fashion_mnist"))
     assert data.source == str(tmp_path / "fashion_mnist.npz") and len(data.x_train) == 10
 
 
@@ -52,12 +51,12 @@ def test_path_wins_over_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     write_npz(tmp_path / "mnist.npz", n_train=10)
     explicit = write_npz(tmp_path / "explicit.npz", n_train=20)
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
-    assert len(load_dataset(DatasetConfig(path=str(explicit))).x_train) == 20
+    assert len(load_dataset(dataset_config(name="mnist", path=str(explicit))).x_train) == 20
 
 
 def test_real_mnist_through_the_data_dir(mnist_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(DATA_DIR_ENV, str(mnist_dir))
-    data = load_dataset(DatasetConfig(name="mnist", num_classes=10))
+    data = load_dataset(dataset_config(name="mnist", num_classes=10))
     assert (len(data.x_train), len(data.x_test), data.input_shape) == (60000, 10000, (28, 28, 1))
     assert sorted(np.unique(data.y_train)) == list(range(10))
 
@@ -107,20 +106,21 @@ def _broken(tmp_path: Path, name: str) -> Path:
 )
 def test_broken_files_fail_with_one_line(tmp_path: Path, name: str, message: str) -> None:
     with pytest.raises(DataError) as raised:
-        load_dataset(DatasetConfig(path=str(_broken(tmp_path, name)), num_classes=10))
+        load_dataset(dataset_config(path=str(_broken(tmp_path, name)), num_classes=10))
     assert message in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_missing_path(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"dataset.path=.*nothere.npz: no such file"):
-        load_dataset(DatasetConfig(path=str(tmp_path / "nothere.npz")))
+        load_dataset(dataset_config(path=str(tmp_path / "nothere.npz")))
 
 
 def test_hold_out_larger_than_the_training_set(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="dataset.val_size=64 leaves no training images"):
-        load_dataset(DatasetConfig(path=str(write_npz(tmp_path / "d.npz")), val_size=64))
+        load_dataset(dataset_config(path=str(write_npz(tmp_path / "d.npz")), val_size=64))
 
 
+@pytest.mark.tensorflow
 def test_offline_without_a_local_copy_says_how_to_supply_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -128,7 +128,7 @@ def test_offline_without_a_local_copy_says_how_to_supply_it(
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras-cache"))
     monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path))
     try:
-        load_dataset(DatasetConfig(name="mnist"))
+        load_dataset(dataset_config(name="mnist"))
     except DataError as error:
         message = str(error)
     else:
@@ -141,4 +141,4 @@ def test_unknown_name_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
     with pytest.raises(DataError, match=r"dataset 'svhn' has no local file and Keras cannot download it; "
                                         r"save it as \$CNNSWEEP_DATA_DIR/svhn.npz"):
-        load_dataset(DatasetConfig(name="svhn"))
+        load_dataset(dataset_config(name="svhn"))

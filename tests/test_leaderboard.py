@@ -1,4 +1,4 @@
-"""Leaderboards from real runs: a grid multirun's own leaderboard.csv, and src/report.py over a mix
+"""Leaderboards from real runs: a grid multirun's own leaderboard.csv, and `cnnsweep report` over a mix
 of completed, failed and killed runs, with seed aggregation, plots and the HTML report."""
 
 from __future__ import annotations
@@ -13,10 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT, RUN_SCRIPT, TINY_RUN, error_lines
+from conftest import REPORT, RUN_SCRIPT, TINY_RUN, error_lines
 from cnnsweep.leaderboard import sort_by_objective
-
-REPORT_SCRIPT = ROOT / "src" / "report.py"
 
 
 @pytest.fixture
@@ -28,6 +26,7 @@ def grid_sweep(run_cli, mnist_dir: Path, tmp_path: Path) -> tuple[Path, subproce
     return sweep, result
 
 
+@pytest.mark.tensorflow
 def test_grid_multirun_writes_its_leaderboard(grid_sweep) -> None:
     sweep, result = grid_sweep
     board = pd.read_csv(sweep / "leaderboard.csv")
@@ -42,10 +41,11 @@ def test_grid_multirun_writes_its_leaderboard(grid_sweep) -> None:
     assert "leaderboard of 4 runs" in result.stdout and "model.filters" in result.stdout
 
 
+@pytest.mark.tensorflow
 def test_report_aggregates_seeds_and_draws_plots(grid_sweep, run_cli, tmp_path: Path) -> None:
     sweep, _ = grid_sweep
     output = tmp_path / "review" / "board.csv"
-    result = run_cli(str(sweep), "--output", str(output), "--aggregate-seeds", script=REPORT_SCRIPT)
+    result = run_cli(str(sweep), "--output", str(output), "--aggregate-seeds", command=REPORT)
     assert result.returncode == 0, result.stderr
     board = pd.read_csv(output)
     seeds = pd.read_csv(tmp_path / "review" / "board_seeds.csv")
@@ -74,6 +74,7 @@ def _killed_run(tmp_path: Path, mnist_dir: Path) -> Path:
     return run_dir
 
 
+@pytest.mark.tensorflow
 def test_report_on_a_mix_of_statuses(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
     env = {"CNNSWEEP_DATA_DIR": str(mnist_dir)}
     outputs = tmp_path / "outputs"
@@ -81,7 +82,7 @@ def test_report_on_a_mix_of_statuses(run_cli, mnist_dir: Path, tmp_path: Path) -
     assert run_cli(*TINY_RUN, "model.kernel_size=13", f"hydra.run.dir={outputs / 'bad'}", env=env).returncode == 2
     _killed_run(tmp_path, mnist_dir)
 
-    result = run_cli("--no-plots", script=REPORT_SCRIPT)  # default: outputs/ under the working folder
+    result = run_cli("--no-plots", command=REPORT)  # default: outputs/ under the working folder
     assert result.returncode == 0, result.stderr
     board = pd.read_csv(outputs / "leaderboard.csv")
     assert list(board["run"]) == ["outputs/good", "outputs/bad", "outputs/killed"] or \
@@ -97,7 +98,7 @@ def test_report_on_a_mix_of_statuses(run_cli, mnist_dir: Path, tmp_path: Path) -
 
 def test_report_without_runs_is_one_error_line(run_cli, tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
-    result = run_cli(str(tmp_path / "empty"), script=REPORT_SCRIPT)
+    result = run_cli(str(tmp_path / "empty"), command=REPORT)
     assert result.returncode == 1
     assert error_lines(result.stderr) == [
         f"error: no run folders (folders with metrics.json) under {tmp_path / 'empty'}; "
@@ -111,6 +112,7 @@ def test_minimized_objectives_sort_lowest_first() -> None:
     assert list(sort_by_objective(frame)["run"]) == ["c", "a", "b"]
 
 
+@pytest.mark.tensorflow
 def test_two_sweeps_started_together_get_their_own_folders(mnist_dir: Path, tmp_path: Path) -> None:
     env = {**os.environ, "CNNSWEEP_DATA_DIR": str(mnist_dir)}
     command = [sys.executable, str(RUN_SCRIPT), "-m", *TINY_RUN, "dataset.max_train=64", "training.epochs=1"]

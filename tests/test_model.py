@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from cnnsweep.config import ModelConfig, Padding, Pooling
+from cnnsweep.config import ModelConfig, Padding, Pooling, compose_run_config
 from cnnsweep.errors import ConfigError
 from cnnsweep.model import build_model, check_fits_image, conv_widths
 
+TUTORIAL = compose_run_config().model
 
+
+def model_config(**changes) -> ModelConfig:
+    return replace(TUTORIAL, **changes)
+
+
+@pytest.mark.tensorflow
 def test_default_is_the_tutorial_model() -> None:
-    model = build_model(ModelConfig(), (28, 28, 1), 10)
+    model = build_model(model_config(), (28, 28, 1), 10)
     assert model.count_params() == 93_322
     layers = [(type(layer).__name__, getattr(layer, "filters", None) or getattr(layer, "units", None))
               for layer in model.layers]
@@ -23,16 +32,18 @@ def test_default_is_the_tutorial_model() -> None:
 
 
 def test_later_conv_layers_scale_with_filters() -> None:
-    assert conv_widths(ModelConfig(filters=16, conv_blocks=4)) == [16, 32, 32, 32]
+    assert conv_widths(model_config(filters=16, conv_blocks=4)) == [16, 32, 32, 32]
 
 
+@pytest.mark.tensorflow
 def test_input_shape_and_classes_come_from_the_data() -> None:
-    model = build_model(ModelConfig(), (32, 32, 3), 100)
+    model = build_model(model_config(), (32, 32, 3), 100)
     assert model.input_shape == (None, 32, 32, 3) and model.output_shape == (None, 100)
 
 
+@pytest.mark.tensorflow
 def test_optional_layers() -> None:
-    config = ModelConfig(batch_norm=True, dropout=0.3, pooling=Pooling.avg, padding=Padding.same)
+    config = model_config(batch_norm=True, dropout=0.3, pooling=Pooling.avg, padding=Padding.same)
     names = [type(layer).__name__ for layer in build_model(config, (28, 28, 1), 10).layers]
     assert names.count("BatchNormalization") == 3 and names.count("AveragePooling2D") == 2
     assert names[-2] == "Dropout"
@@ -40,19 +51,20 @@ def test_optional_layers() -> None:
 
 def test_kernel_too_large_names_the_block_and_shape() -> None:
     with pytest.raises(ConfigError) as raised:
-        check_fits_image(ModelConfig(kernel_size=7), (28, 28, 1))
+        check_fits_image(model_config(kernel_size=7), (28, 28, 1))
     assert str(raised.value).startswith("model: conv block 3 (kernel 7) gets a 2x2 input from 28x28 images")
 
 
 def test_pooling_stack_too_deep_names_the_layer() -> None:
     with pytest.raises(ConfigError, match="pooling after conv block 5 .pool 2. gets a 1x1 input"):
-        check_fits_image(ModelConfig(conv_blocks=6, padding=Padding.same), (28, 28, 1))
+        check_fits_image(model_config(conv_blocks=6, padding=Padding.same), (28, 28, 1))
 
 
 def test_same_padding_allows_deeper_stacks() -> None:
-    check_fits_image(ModelConfig(kernel_size=7, padding=Padding.same), (28, 28, 1))
+    check_fits_image(model_config(kernel_size=7, padding=Padding.same), (28, 28, 1))
 
 
+@pytest.mark.tensorflow
 def test_unknown_activation() -> None:
     with pytest.raises(ConfigError, match="model.activation=swoosh: not a Keras activation"):
-        build_model(ModelConfig(activation="swoosh"), (28, 28, 1), 10)
+        build_model(model_config(activation="swoosh"), (28, 28, 1), 10)

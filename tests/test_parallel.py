@@ -1,8 +1,8 @@
 """launcher=parallel: one GPU per job and the cores split between jobs, proven on CPU with fake GPU ids.
 
-The subprocess tests run real multiruns (a grid and an Optuna search) and read <sweep>/schedule.jsonl,
-where the launcher records each job's GPU, threads, start and end, and each job's environment.json,
-where the job's own TensorFlow process records what it was given.
+The subprocess tests run real multiruns (a grid training real models, and an Optuna search through
+tests/fake_run.py) and read <sweep>/schedule.jsonl, where the launcher records each job's GPU, threads,
+start and end, and each job's environment.json, where the job's own process records what it was given.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 
 from cnnsweep.devices import SLOT_ENV, THREADS_ENV, plan_slots, visible_gpus
 from cnnsweep.errors import ConfigError
-from conftest import TINY_RUN
-from test_search import TINY_SEARCH
+from conftest import FAKE_RUN, TINY_RUN
+from test_search import fake_search_args
 
 # A device that frees up must take the next job within this many seconds (it is milliseconds in practice;
 # the margin covers a loaded CI machine composing the next job's config).
@@ -45,6 +45,7 @@ def assert_one_job_per_gpu(schedule: list[dict], gpus: list[str]) -> None:
     assert later, "every job started in the first wave: the test proves nothing about handover"
 
 
+@pytest.mark.tensorflow
 def test_a_grid_gives_each_running_job_its_own_gpu_and_a_share_of_the_cores(run_cli, mnist_dir, tmp_path) -> None:
     sweep_dir = tmp_path / "grid"
     result = run_cli("-m", "launcher=parallel", "launcher.gpus=[g0,g1]", *TINY_RUN, "training.epochs=1,2",
@@ -63,11 +64,11 @@ def test_a_grid_gives_each_running_job_its_own_gpu_and_a_share_of_the_cores(run_
     assert "launcher.jobs" not in (sweep_dir / "leaderboard.csv").read_text()  # not an experiment column
 
 
-def test_an_optuna_search_keeps_every_gpu_busy(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
+def test_an_optuna_search_keeps_every_gpu_busy(run_cli, tiny_data: Path, tmp_path: Path) -> None:
     sweep_dir, storage = tmp_path / "search", f"sqlite:///{tmp_path / 'optuna.db'}"
-    result = run_cli(*TINY_SEARCH, "launcher=parallel", "launcher.gpus=[g0,g1]", "hydra.sweeper.n_trials=5",
-                     "training.epochs=1", f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.storage={storage}",
-                     env={"CNNSWEEP_DATA_DIR": str(mnist_dir)}, timeout=600)
+    result = run_cli(*fake_search_args(tiny_data), "launcher=parallel", "launcher.gpus=[g0,g1]",
+                     "hydra.sweeper.n_trials=5", "training.epochs=1", f"hydra.sweep.dir={sweep_dir}",
+                     f"hydra.sweeper.storage={storage}", command=FAKE_RUN)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 at once" in result.stdout  # n_jobs follows the launcher's slots
     schedule = read_schedule(sweep_dir)
@@ -75,6 +76,9 @@ def test_an_optuna_search_keeps_every_gpu_busy(run_cli, mnist_dir: Path, tmp_pat
     assert_one_job_per_gpu(schedule, ["g0", "g1"])
     trials = optuna.load_study(study_name="quick", storage=storage).trials
     assert len(trials) == 5 and all(trial.state.is_finished() for trial in trials)
+    for job in schedule:  # what each trial's own process was given, and its folder named by its trial
+        devices = json.loads((Path(job["run_dir"]) / "environment.json").read_text())["devices"]
+        assert devices["cuda_visible_devices"] == job["gpu"] and Path(job["run_dir"]).name == str(job["job"])
 
 
 def test_slots_split_gpus_and_cores(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,13 +1,16 @@
 """Optuna searches from sweeps/ in real subprocess multiruns with a real SQLite study: the study and
 the leaderboard agree, a resumed search continues the count, failures and killed trial processes are
-recorded while the search goes on, pruning stops hopeless trials, and a killed sweep resumes."""
+recorded while the search goes on, pruning stops hopeless trials, and a killed sweep resumes.
+
+One search trains real Keras models; the others run the same commands through tests/fake_run.py (the
+task with arithmetic in place of training), so their trials take a fraction of a second.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,12 +20,16 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from conftest import RUN_SCRIPT
-from test_leaderboard import REPORT_SCRIPT
+from conftest import FAKE_RUN, REPORT, command_env
 
 # The quick search, made smaller still: 512 training images, a 256-image hold-out, tiny models.
 TINY_SEARCH = ["-m", "sweeps=quick", "dataset.max_train=512", "dataset.max_test=256", "dataset.val_size=256",
                "training.batch_size=64", "model.filters=4", "model.dense_units=8"]
+
+
+def fake_search_args(tiny_data: Path) -> list[str]:
+    """TINY_SEARCH for tests/fake_run.py, on the small random dataset."""
+    return [*TINY_SEARCH, f"dataset.path={tiny_data}", "dataset.val_size=32"]
 
 
 def search(run_cli, tmp_path: Path, mnist_dir: Path, name: str, *overrides: str):
@@ -31,10 +38,17 @@ def search(run_cli, tmp_path: Path, mnist_dir: Path, name: str, *overrides: str)
                    env={"CNNSWEEP_DATA_DIR": str(mnist_dir)}, timeout=600)
 
 
+def fake_search(run_cli, tmp_path: Path, tiny_data: Path, name: str, *overrides: str, env=None):
+    return run_cli(*fake_search_args(tiny_data), f"hydra.sweep.dir={tmp_path / name}",
+                   f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}", *overrides,
+                   command=FAKE_RUN, env=env, timeout=300)
+
+
 def load(tmp_path: Path, study: str = "quick") -> optuna.Study:
     return optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
 
 
+@pytest.mark.tensorflow
 def test_search_then_resume_study_and_leaderboard_agree(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
     first = search(run_cli, tmp_path, mnist_dir, "first", "hydra.sweeper.n_trials=3",
                    "optimizer.lr=tag(log, interval(0.001, 0.01))")
@@ -55,7 +69,7 @@ def test_search_then_resume_study_and_leaderboard_agree(run_cli, mnist_dir: Path
     assert results.best_trial == study.best_trial.number and results.best_value == pytest.approx(study.best_value)
 
     report = run_cli(str(tmp_path / "first"), "--output", str(tmp_path / "review" / "board.csv"),
-                     script=REPORT_SCRIPT)
+                     command=REPORT)
     assert report.returncode == 0, report.stderr
     for image in ("objective_vs_params", "quick_history", "quick_importance"):
         assert (tmp_path / "review" / f"{image}.png").stat().st_size > 1000
@@ -70,10 +84,9 @@ def test_search_then_resume_study_and_leaderboard_agree(run_cli, mnist_dir: Path
     assert sorted(path.name for path in (tmp_path / "first").iterdir() if path.name.isdigit()) == ["0", "1", "2"]
 
 
-def test_failed_and_killed_trials_are_recorded_and_the_search_goes_on(run_cli, mnist_dir, tmp_path) -> None:
-    env = {**os.environ, "CNNSWEEP_DATA_DIR": str(mnist_dir)}
-    env.pop("HYDRA_FULL_ERROR", None)
-    command = [sys.executable, str(RUN_SCRIPT), *TINY_SEARCH, f"hydra.sweep.dir={tmp_path / 'sweep'}",
+def test_failed_and_killed_trials_are_recorded_and_the_search_goes_on(tiny_data: Path, tmp_path: Path) -> None:
+    env = command_env(FAKE_EPOCH_SECONDS="0.1")
+    command = [*FAKE_RUN, *fake_search_args(tiny_data), f"hydra.sweep.dir={tmp_path / 'sweep'}",
                f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}", "hydra.sweeper.n_trials=4",
                "hydra.sweeper.sampler=grid", "hydra.sweeper.pruner=none", "training.epochs=30",
                "model.kernel_size=choice(3, 13)", "model.filters=choice(4, 6)", "optimizer.lr=0.003"]
@@ -81,7 +94,7 @@ def test_failed_and_killed_trials_are_recorded_and_the_search_goes_on(run_cli, m
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=err)
     # Kill the first job process that starts training, from outside, as an OOM killer would.
     killed = None
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 120
     while killed is None and time.monotonic() < deadline and process.poll() is None:
         for history in (tmp_path / "sweep").glob("*/history.csv"):
             number = history.parent.name
@@ -92,7 +105,7 @@ def test_failed_and_killed_trials_are_recorded_and_the_search_goes_on(run_cli, m
                 killed = int(number)
                 break
         time.sleep(0.2)
-    process.wait(timeout=600)
+    process.wait(timeout=300)
     stdout, stderr = (tmp_path / "stdout.txt").read_text(), (tmp_path / "stderr.txt").read_text()
     assert process.returncode == 0, stderr
     assert killed is not None
@@ -115,9 +128,9 @@ def test_failed_and_killed_trials_are_recorded_and_the_search_goes_on(run_cli, m
     assert "trial %d failed" % killed in stdout
 
 
-def test_a_hopeless_trial_is_pruned(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
-    result = search(run_cli, tmp_path, mnist_dir, "prune", "hydra.sweeper.n_trials=2", "training.epochs=3",
-                    "dataset.max_train=2048", "hydra.sweeper.sampler=grid", "hydra.sweeper.pruner=threshold",
+def test_a_hopeless_trial_is_pruned(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    result = fake_search(run_cli, tmp_path, tiny_data, "prune", "hydra.sweeper.n_trials=2", "training.epochs=3",
+                    "hydra.sweeper.sampler=grid", "hydra.sweeper.pruner=threshold",
                     "~hydra.sweeper.pruner_options.n_startup_trials",
                     "+hydra.sweeper.pruner_options.lower=0.3",
                     "optimizer.lr=choice(0.01, 0.0000001)")
@@ -132,14 +145,13 @@ def test_a_hopeless_trial_is_pruned(run_cli, mnist_dir: Path, tmp_path: Path) ->
     assert board.loc[by_lr[0.01].number, "epochs_completed"] == 3
 
 
-def test_a_killed_sweep_resumes_without_losing_or_repeating_trials(run_cli, mnist_dir, tmp_path) -> None:
-    env = {**os.environ, "CNNSWEEP_DATA_DIR": str(mnist_dir)}
-    env.pop("HYDRA_FULL_ERROR", None)
-    common = [*TINY_SEARCH, f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}", "hydra.sweeper.n_trials=3"]
-    sweeper = subprocess.Popen([sys.executable, str(RUN_SCRIPT), *common, f"hydra.sweep.dir={tmp_path / 'a'}",
-                                "training.epochs=40"], cwd=tmp_path, env=env,
+def test_a_killed_sweep_resumes_without_losing_or_repeating_trials(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    common = [*fake_search_args(tiny_data), f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}",
+              "hydra.sweeper.n_trials=3"]
+    sweeper = subprocess.Popen([*FAKE_RUN, *common, f"hydra.sweep.dir={tmp_path / 'a'}", "training.epochs=40"],
+                               cwd=tmp_path, env=command_env(FAKE_EPOCH_SECONDS="0.1"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + 120
     while not (tmp_path / "a" / "1" / "history.csv").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     os.kill(sweeper.pid, signal.SIGKILL)  # trial 0 is done, trial 1 is training
@@ -147,8 +159,7 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_trials(run_cli, mnis
     before = load(tmp_path).trials
     assert [trial.state for trial in before[:2]] == [TrialState.COMPLETE, TrialState.RUNNING]
 
-    result = run_cli(*common, f"hydra.sweep.dir={tmp_path / 'b'}", "training.epochs=2",
-                     env={"CNNSWEEP_DATA_DIR": str(mnist_dir)}, timeout=600)
+    result = run_cli(*common, f"hydra.sweep.dir={tmp_path / 'b'}", "training.epochs=2", command=FAKE_RUN)
     assert result.returncode == 0, result.stderr
     trials = load(tmp_path).trials
     assert TrialState.RUNNING not in [trial.state for trial in trials]

@@ -1,13 +1,13 @@
 """Two sweep processes started at once feed one Optuna study through a shared storage, as workers on a
 cluster do: Optuna's journal file (always tested) and a real PostgreSQL server (where .ci/run started
 one and set CNNSWEEP_TEST_POSTGRES_URL). Every trial is recorded once, the workers' trials add up to the
-study's, and the leaderboard over both sweep folders sees them all."""
+study's, and the leaderboard over both sweep folders sees them all. The trials run tests/fake_run.py:
+what is tested is the storage and the sweep processes, not the training."""
 
 from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -16,9 +16,8 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from conftest import RUN_SCRIPT
-from test_leaderboard import REPORT_SCRIPT
-from test_search import TINY_SEARCH
+from conftest import FAKE_RUN, REPORT, command_env
+from test_search import fake_search_args
 
 N_TRIALS = 4
 
@@ -31,21 +30,22 @@ def journal_storage(tmp_path: Path) -> tuple[str, optuna.storages.BaseStorage]:
 
 
 def postgres_storage(tmp_path: Path) -> tuple[str, optuna.storages.BaseStorage]:
+    """The server .ci/run starts (its test is marked `server`)."""
     url = os.environ.get("CNNSWEEP_TEST_POSTGRES_URL")
     if not url:
         pytest.skip("no PostgreSQL server: .ci/run starts one and sets CNNSWEEP_TEST_POSTGRES_URL")
     return url, optuna.storages.RDBStorage(url)
 
 
-@pytest.mark.parametrize("make_storage", [journal_storage, postgres_storage], ids=["journal", "postgresql"])
-def test_two_workers_share_one_study(make_storage, mnist_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("make_storage", [
+    journal_storage, pytest.param(postgres_storage, marks=pytest.mark.server)], ids=["journal", "postgresql"])
+def test_two_workers_share_one_study(make_storage, tiny_data: Path, tmp_path: Path) -> None:
     storage_override, storage = make_storage(tmp_path)
     study_name = f"shared-{uuid.uuid4().hex[:8]}"  # a server's database outlives one test run
-    env = {**os.environ, "CNNSWEEP_DATA_DIR": str(mnist_dir)}
-    env.pop("HYDRA_FULL_ERROR", None)
+    env = command_env(FAKE_EPOCH_SECONDS="0.2")  # trials long enough for both workers to take some
     workers = [
         subprocess.Popen(
-            [sys.executable, str(RUN_SCRIPT), *TINY_SEARCH, "training.epochs=1", f"hydra.sweeper.n_trials={N_TRIALS}",
+            [*FAKE_RUN, *fake_search_args(tiny_data), "training.epochs=1", f"hydra.sweeper.n_trials={N_TRIALS}",
              f"hydra.sweeper.study_name={study_name}", f"hydra.sweeper.storage={storage_override}",
              f"hydra.sweep.dir={tmp_path / name}"],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -67,15 +67,15 @@ def test_two_workers_share_one_study(make_storage, mnist_dir: Path, tmp_path: Pa
     assert all(per_worker.values()), f"a worker ran no trial: {per_worker}"
     assert sum(map(len, per_worker.values())) == len(trials)
 
-    report = subprocess.run([sys.executable, str(REPORT_SCRIPT), str(tmp_path / "worker_a"), str(tmp_path / "worker_b"),
+    report = subprocess.run([*REPORT, str(tmp_path / "worker_a"), str(tmp_path / "worker_b"),
                              "--output", str(tmp_path / "leaderboard.csv")], cwd=tmp_path, capture_output=True, text=True)
     assert report.returncode == 0, report.stderr[-2000:]
     board = pd.read_csv(tmp_path / "leaderboard.csv")
     assert sorted(board["trial"]) == sorted(trial.number for trial in trials)
 
 
-def test_an_unreachable_storage_is_one_error_line(run_cli, tmp_path: Path) -> None:
-    result = run_cli(*TINY_SEARCH, "hydra.sweeper.storage=postgresql+psycopg://user:secret@127.0.0.1:9/none",
+def test_an_unreachable_storage_is_one_error_line(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    result = run_cli(*fake_search_args(tiny_data), "hydra.sweeper.storage=postgresql+psycopg://user:secret@127.0.0.1:9/none",
                      f"hydra.sweep.dir={tmp_path / 'sweep'}")
     assert result.returncode == 2
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]

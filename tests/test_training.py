@@ -8,17 +8,17 @@ from pathlib import Path
 import pytest
 
 from cnnsweep import hardware
-from cnnsweep.config import DatasetConfig, ModelConfig, OptimizerConfig, RunConfig, TrainingConfig
+from cnnsweep.config import OptimizerConfig, RunConfig, compose_run_config
 from cnnsweep.data import load_dataset
 from cnnsweep.errors import ConfigError, TrainingError
-from conftest import write_npz
+from conftest import dataset_config, write_npz
+
+pytestmark = pytest.mark.tensorflow
+SMALL = ("model.filters=4", "model.dense_units=8", "training.epochs=2", "training.batch_size=32")
 
 
-def small_run(**changes) -> RunConfig:
-    run = RunConfig(model=ModelConfig(filters=4, dense_units=8), training=TrainingConfig(epochs=2, batch_size=32))
-    for key, value in changes.items():
-        setattr(run, key, value)
-    return run
+def small_run(*overrides: str) -> RunConfig:
+    return compose_run_config(*SMALL, *overrides)
 
 
 def train_once(run: RunConfig, data_file: Path, run_dir: Path) -> list[dict]:
@@ -26,7 +26,7 @@ def train_once(run: RunConfig, data_file: Path, run_dir: Path) -> list[dict]:
 
     run_dir.mkdir()
     hardware.configure(run.hardware, run.seed)
-    data = load_dataset(DatasetConfig(name="npz", path=str(data_file), val_size=32))
+    data = load_dataset(dataset_config(path=str(data_file), val_size=32))
     epochs: list[dict] = []
     train(run, data, run_dir, show_progress_bar=False, on_epoch=epochs.append)
     with (run_dir / "history.csv").open() as handle:
@@ -37,9 +37,9 @@ def train_once(run: RunConfig, data_file: Path, run_dir: Path) -> list[dict]:
 
 def test_same_seed_same_history_other_seed_differs(tmp_path: Path) -> None:
     data_file = write_npz(tmp_path / "d.npz", n_train=256, n_test=64)
-    first = train_once(small_run(seed=3), data_file, tmp_path / "a")
-    second = train_once(small_run(seed=3), data_file, tmp_path / "b")
-    other = train_once(small_run(seed=4), data_file, tmp_path / "c")
+    first = train_once(small_run("seed=3"), data_file, tmp_path / "a")
+    second = train_once(small_run("seed=3"), data_file, tmp_path / "b")
+    other = train_once(small_run("seed=4"), data_file, tmp_path / "c")
     assert first == second
     assert first != other
     assert list(first[0]) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
@@ -47,7 +47,7 @@ def test_same_seed_same_history_other_seed_differs(tmp_path: Path) -> None:
 
 def test_nan_loss_stops_the_run_and_keeps_the_history(tmp_path: Path) -> None:
     data_file = write_npz(tmp_path / "d.npz", n_train=256, n_test=64)
-    run = small_run(optimizer=OptimizerConfig(name="sgd", lr=1e12), training=TrainingConfig(epochs=3))
+    run = small_run("optimizer=sgd", "optimizer.lr=1e12", "training.epochs=3")
     with pytest.raises(TrainingError, match=r"loss became NaN at epoch 1, batch \d+; lower optimizer.lr \(now 1e\+12\)"):
         train_once(run, data_file, tmp_path / "nan")
     rows = list(csv.DictReader((tmp_path / "nan" / "history.csv").open()))
@@ -78,15 +78,14 @@ def test_every_epoch_is_a_new_permutation_and_reruns_repeat_it() -> None:
 
 
 def test_cosine_schedule_warms_up_to_the_learning_rate_then_decays_to_zero() -> None:
-    from cnnsweep.config import LrSchedule
     from cnnsweep.training import learning_rate
 
-    training = TrainingConfig(epochs=4, lr_schedule=LrSchedule.cosine, warmup_epochs=1.0)
+    training = compose_run_config("training.epochs=4", "training.lr_schedule=cosine", "training.warmup_epochs=1").training
     schedule = learning_rate(0.002, training, steps_per_epoch=100)
     rates = [float(schedule(step)) for step in (0, 50, 100, 250, 400)]
     assert rates[0] == pytest.approx(0.0002) and rates[1] == pytest.approx(0.0011)
     assert rates[2] == pytest.approx(0.002) and rates[3] == pytest.approx(0.001) and rates[4] == pytest.approx(0.0)
-    assert learning_rate(0.002, TrainingConfig(), steps_per_epoch=100) == 0.002
+    assert learning_rate(0.002, compose_run_config().training, steps_per_epoch=100) == 0.002
 
 
 # Runs in a fresh process: TensorFlow's CPU can be split into two logical devices only before it starts.
@@ -97,12 +96,13 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from cnnsweep import hardware
-from cnnsweep.config import DatasetConfig, ModelConfig, RunConfig, TrainingConfig
+from cnnsweep.config import compose_run_config
 from cnnsweep.data import load_dataset
 from cnnsweep.training import train
-run = RunConfig(model=ModelConfig(filters=4, dense_units=8), training=TrainingConfig(epochs=2, batch_size=16))
+run = compose_run_config("model.filters=4", "model.dense_units=8", "training.epochs=2", "training.batch_size=16",
+                         "dataset=npz", f"dataset.path={sys.argv[1]}", "dataset.val_size=32")
 hardware.configure(run.hardware, run.seed)
-data = load_dataset(DatasetConfig(name="npz", path=sys.argv[1], val_size=32))
+data = load_dataset(run.dataset)
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
 result = train(run, data, Path(sys.argv[2]), show_progress_bar=False, on_epoch=lambda row: False, strategy=strategy)
 print(json.dumps(result.metrics))

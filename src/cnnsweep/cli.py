@@ -1,83 +1,52 @@
-"""Entry-point error handling: every failure a user can cause ends as one `error:` line and an exit code.
+"""The `cnnsweep` command: everything besides training itself, which stays `uv run python src/run.py`.
 
-Hydra prints multi-line reports with a traceback; here Hydra is told to raise instead
-(HYDRA_FULL_ERROR=1) and the exception is condensed. A user who sets HYDRA_FULL_ERROR=1 gets
-Hydra's full traceback as usual.
+    uv run cnnsweep report [PATH ...] [--output FILE] [--top N] [--aggregate-seeds] [--no-plots]
+    uv run cnnsweep rerun RUN_DIR [OVERRIDES ...]
+
+Every subcommand keeps the one-line error contract of cnnsweep.errors.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-from typing import Any, Callable
+import argparse
+from pathlib import Path
+from typing import Optional
 
-from hydra.errors import HydraException
-from omegaconf.errors import OmegaConfBaseException
-
-from cnnsweep.errors import CnnsweepError, RunFailed
-
-CONFIG_ERROR_EXIT = 2
-# Lines of Hydra's reports that describe its internals rather than the user's mistake.
-_NOISE_PREFIXES = ("object_type=", "reference_type=", "Set the environment variable HYDRA_FULL_ERROR")
+from cnnsweep.errors import run_with_one_line_errors
 
 
-def run_with_one_line_errors(entry: Callable[[], Any]) -> None:
-    """Call a Hydra entry point; on failure print `error: ...` on one line and exit non-zero."""
-    wants_traceback = os.environ.get("HYDRA_FULL_ERROR") == "1"
-    os.environ["HYDRA_FULL_ERROR"] = "1"
-    try:
-        entry()
-    except RunFailed as failure:
-        if wants_traceback:
-            raise failure.cause from None
-        _exit_with(failure.cause)
-    except Exception as error:
-        if wants_traceback:
-            raise
-        _exit_with(error)
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="cnnsweep", description="Review and rerun cnnsweep runs. "
+                                   "Train with `uv run python src/run.py [-m] [OVERRIDES]`.")
+    commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    report = commands.add_parser("report", help="one leaderboard of every run folder below PATHs",
+                                 description="Gather every run folder below PATHs into one leaderboard, "
+                                             "best objective first, with plots and an HTML page.")
+    report.add_argument("paths", nargs="*", type=Path, default=[Path("outputs")],
+                        help="folders to search for run folders (default: outputs/)")
+    report.add_argument("--output", type=Path, help="the CSV to write (default: PATH/leaderboard.csv)")
+    report.add_argument("--top", type=int, default=10, help="rows to print (default: 10)")
+    report.add_argument("--aggregate-seeds", action="store_true",
+                        help="also write <output>_seeds.csv: mean, std and count over runs differing only by seed")
+    report.add_argument("--no-plots", action="store_true", help="skip the PNG plots and the HTML report")
+
+    rerun = commands.add_parser("rerun", help="train a past run again from its saved config",
+                                description="Train a past run again from its saved .hydra/config.yaml; "
+                                            "Hydra overrides (also -m) apply on top.")
+    rerun.add_argument("run_dir", type=Path, help="a run folder (outputs/runs/<time> or a multirun job folder)")
+    rerun.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides, e.g. seed=1 or -m seed=0,1,2")
+    return main
 
 
-def _exit_with(error: Exception) -> None:
-    error = _own_cause(error)
-    print(f"error: {one_line(error)}", file=sys.stderr)
-    sys.exit(exit_code(error))
+def main(argv: Optional[list[str]] = None) -> None:
+    args = parser().parse_args(argv)
+    if args.command == "report":
+        from cnnsweep.report import write_report
 
+        run_with_one_line_errors(lambda: write_report(args.paths, args.output, args.top, args.aggregate_seeds,
+                                                      not args.no_plots))
+    else:
+        from cnnsweep.rerun import replay, rerun_arguments
 
-def _own_cause(error: Exception) -> Exception:
-    """cnnsweep's own error when Hydra wrapped it (a plugin that refused its settings at instantiation)."""
-    cause = error.__cause__
-    return cause if isinstance(cause, CnnsweepError) else error
-
-
-def exit_code(error: BaseException) -> int:
-    if isinstance(error, CnnsweepError):
-        return error.exit_code
-    if isinstance(error, (HydraException, OmegaConfBaseException)):
-        return CONFIG_ERROR_EXIT
-    return 1
-
-
-def one_line(error: BaseException) -> str:
-    """Condense an exception, and the OmegaConf error behind a Hydra one, into a single line."""
-    if isinstance(error, CnnsweepError):
-        return str(error)
-    parts: list[str] = []
-    listing = False  # inside a list under a heading such as "Available options in 'model':"
-    for exception in (error, error.__cause__):
-        if exception is None:
-            continue
-        for line in str(exception).splitlines():
-            line = line.strip().rstrip(".")
-            if line.startswith("Config search path"):
-                break
-            if not line or line.startswith(_NOISE_PREFIXES) or line in parts:
-                continue
-            if listing:
-                parts[-1] += (" " if parts[-1].endswith(":") else ", ") + line
-            else:
-                parts.append(line)
-                listing = line.endswith(":")
-    text = "; ".join(parts) or type(error).__name__
-    if not isinstance(error, (HydraException, OmegaConfBaseException)):
-        text = f"{type(error).__name__}: {text} (set HYDRA_FULL_ERROR=1 for the traceback)"
-    return text
+        replay(run_with_one_line_errors(lambda: rerun_arguments(args.run_dir, args.overrides)))

@@ -2,12 +2,13 @@
 
 Hydra already rejects unknown keys and group options; this module adds types and ranges, so a bad
 override fails in about a second with a message naming the key, instead of deep inside Keras.
+The dataclasses are the schema only: every value, default included, lives in conf/ (one home).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from enum import Enum
 from typing import Any, Optional
 
@@ -71,85 +72,98 @@ METRIC_DIRECTIONS = {
 
 @dataclass
 class DatasetConfig:
-    name: str = "mnist"
-    path: Optional[str] = None
-    num_classes: Optional[int] = None
-    val_size: int = 0
-    max_train: Optional[int] = None
-    max_test: Optional[int] = None
+    name: str
+    path: Optional[str]
+    num_classes: Optional[int]
+    val_size: int
+    max_train: Optional[int]
+    max_test: Optional[int]
 
 
 @dataclass
 class ModelConfig:
-    filters: int = 32
-    kernel_size: int = 3
-    dense_units: int = 64
-    conv_blocks: int = 3
-    pool_size: int = 2
-    pooling: Pooling = Pooling.max
-    padding: Padding = Padding.valid
-    activation: str = "relu"
-    dropout: float = 0.0
-    batch_norm: bool = False
+    filters: int
+    kernel_size: int
+    dense_units: int
+    conv_blocks: int
+    pool_size: int
+    pooling: Pooling
+    padding: Padding
+    activation: str
+    dropout: float
+    batch_norm: bool
 
 
 @dataclass
 class OptimizerConfig:
-    name: str = "adam"
-    lr: float = 1e-3
+    name: str
+    lr: float
     # Every other key of the optimizer group, passed to the Keras optimizer as keyword arguments.
-    options: dict[str, Any] = field(default_factory=dict)
+    options: dict[str, Any]
 
 
 @dataclass
 class HardwareConfig:
-    device: Device = Device.auto
-    intra_op_threads: Optional[int] = None
-    inter_op_threads: Optional[int] = None
-    precision: Precision = Precision.float32
-    jit_compile: bool = False
-    deterministic: bool = True
-    memory_growth: bool = True
-    distribution: Distribution = Distribution.none
+    device: Device
+    intra_op_threads: Optional[int]
+    inter_op_threads: Optional[int]
+    precision: Precision
+    jit_compile: bool
+    deterministic: bool
+    memory_growth: bool
+    distribution: Distribution
 
 
 @dataclass
 class TrainingConfig:
-    epochs: int = 5
-    batch_size: int = 32
-    shuffle: bool = True
-    tensorboard: bool = False
-    progress: Progress = Progress.auto
-    lr_schedule: LrSchedule = LrSchedule.constant
-    warmup_epochs: float = 0.0
+    epochs: int
+    batch_size: int
+    shuffle: bool
+    tensorboard: bool
+    progress: Progress
+    lr_schedule: LrSchedule
+    warmup_epochs: float
 
 
 @dataclass
 class ObjectiveConfig:
-    metric: Optional[str] = None
-    direction: Optional[str] = None
+    metric: Optional[str]
+    direction: Optional[str]
 
 
 @dataclass
 class RunConfig:
-    dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    hardware: HardwareConfig = field(default_factory=HardwareConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    seed: int = 0
+    dataset: DatasetConfig
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    hardware: HardwareConfig
+    training: TrainingConfig
+    objective: ObjectiveConfig
+    seed: int
 
     @property
     def objective_metric(self) -> str:
-        """The configured metric, or val_accuracy with a hold-out and test_accuracy without."""
-        if self.objective.metric is not None:
-            return self.objective.metric
-        return "val_accuracy" if self.dataset.val_size > 0 else "test_accuracy"
+        return objective_metric(self.objective.metric, self.dataset.val_size)
 
     @property
     def objective_direction(self) -> str:
         return self.objective.direction or METRIC_DIRECTIONS[self.objective_metric]
+
+
+def objective_metric(metric: Optional[str], val_size: int) -> str:
+    """The configured metric, or val_accuracy with a hold-out and test_accuracy without."""
+    if metric is not None:
+        return metric
+    return "val_accuracy" if val_size > 0 else "test_accuracy"
+
+
+def check_metric(metric: str, val_size: int, key: str) -> None:
+    """A metric a run reports, and with a hold-out when it is a validation metric; `key` names the setting."""
+    _require(metric in METRIC_DIRECTIONS,
+             f"{key}={metric}: not a metric this run reports; choose one of {', '.join(METRIC_DIRECTIONS)}")
+    _require(not (metric.startswith("val_") and val_size == 0),
+             f"{key}={metric} needs a validation hold-out; set dataset.val_size=N"
+             + (" or objective.metric=test_accuracy" if key == "objective.metric" else ""))
 
 
 def load_run_config(cfg: DictConfig) -> RunConfig:
@@ -159,18 +173,32 @@ def load_run_config(cfg: DictConfig) -> RunConfig:
         raise ConfigError(f"{missing[0]} has no value; set it on the command line, e.g. {missing[0]}=...")
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
-    optimizer = container.pop("optimizer", {}) or {}
+    container["optimizer"] = asdict(_optimizer_config(container.get("optimizer") or {}))
     container.pop("launcher", None)  # how the sweep runs jobs (conf/launcher), not part of a run
     schema = OmegaConf.structured(RunConfig)
     try:
         typed = OmegaConf.merge(schema, container)
     except OmegaConfBaseException as error:
         raise ConfigError(_omegaconf_message(error)) from error
+    unset = sorted(OmegaConf.missing_keys(typed))
+    if unset:
+        raise ConfigError(f"{unset[0]} is not set by conf/ or the command line; add it to its conf/ group "
+                          f"file, or pass +{unset[0]}=...")
     run_config = OmegaConf.to_object(typed)
     assert isinstance(run_config, RunConfig)
-    run_config.optimizer = _optimizer_config(optimizer)
     _check_ranges(run_config)
     return run_config
+
+
+def compose_run_config(*overrides: str) -> RunConfig:
+    """conf/ composed with Hydra overrides and checked, as `src/run.py OVERRIDES` would train it
+    (for notebooks and tests; runs and sweeps get theirs from Hydra)."""
+    from hydra import compose, initialize_config_dir
+
+    from cnnsweep.project import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return load_run_config(compose(config_name="config", overrides=list(overrides)))
 
 
 def _omegaconf_message(error: OmegaConfBaseException) -> str:
@@ -239,17 +267,7 @@ def _check_ranges(run: RunConfig) -> None:
     _positive(hardware.intra_op_threads, "hardware.intra_op_threads", "null: TensorFlow's choice", True)
     _positive(hardware.inter_op_threads, "hardware.inter_op_threads", "null: TensorFlow's choice", True)
     _require(run.seed >= 0, f"seed={run.seed}: must be a non-negative integer")
-    metric = run.objective_metric
-    _require(
-        metric in METRIC_DIRECTIONS,
-        f"objective.metric={metric}: not a metric this run reports; "
-        f"choose one of {', '.join(METRIC_DIRECTIONS)}",
-    )
-    _require(
-        not (metric.startswith("val_") and data.val_size == 0),
-        f"objective.metric={metric} needs a validation hold-out; "
-        "set dataset.val_size=N or objective.metric=test_accuracy",
-    )
+    check_metric(run.objective_metric, data.val_size, "objective.metric")
     _require(
         run.objective.direction in (None, "maximize", "minimize"),
         f"objective.direction={run.objective.direction}: must be maximize, minimize or null",

@@ -38,7 +38,7 @@ def configure(config: HardwareConfig, seed: int) -> dict[str, Any]:
                 lambda value, gpu=gpu: tf.config.experimental.set_memory_growth(gpu, value),
             )
     threading = tf.config.threading
-    intra_op, inter_op = _thread_counts(config)
+    intra_op, inter_op = thread_counts(config)
     if intra_op is not None:
         _set_once(
             threading.get_intra_op_parallelism_threads(),
@@ -61,10 +61,7 @@ def configure(config: HardwareConfig, seed: int) -> dict[str, Any]:
         "device": "gpu" if gpus else "cpu",
         "gpus": [gpu.name for gpu in gpus],
         "logical_devices": [device.name for device in tf.config.list_logical_devices()],
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "launcher_slot": os.environ.get(SLOT_ENV),  # set by the process launcher (cnnsweep.devices)
-        "launcher_cpu_threads": os.environ.get(THREADS_ENV),
-        "cpu_count": os.cpu_count(),
+        **launcher_assignment(),
         "intra_op_threads": threading.get_intra_op_parallelism_threads(),  # 0: TensorFlow's default
         "inter_op_threads": threading.get_inter_op_parallelism_threads(),
         "precision": config.precision.value,
@@ -83,7 +80,17 @@ def make_strategy(config: HardwareConfig) -> Any:
     return tf.distribute.get_strategy()
 
 
-def _thread_counts(config: HardwareConfig) -> tuple[Optional[int], Optional[int]]:
+def launcher_assignment() -> dict[str, Any]:
+    """What the process launcher gave this job (cnnsweep.devices): its GPU, slot and share of the cores."""
+    return {
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "launcher_slot": os.environ.get(SLOT_ENV),
+        "launcher_cpu_threads": os.environ.get(THREADS_ENV),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def thread_counts(config: HardwareConfig) -> tuple[Optional[int], Optional[int]]:
     """Explicit hardware.*_threads win; else a parallel launcher's share of the cores for this job
     (intra-op gets the share; two inter-op threads, since one can deadlock ops that wait on others)."""
     share = os.environ.get(THREADS_ENV)

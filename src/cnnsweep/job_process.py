@@ -3,7 +3,7 @@ takes only itself down, and each job starts TensorFlow with its own device setti
 
 The parent (`run_job_in_process`) pickles what Hydra's own launchers hand to `run_job`; the child
 (`python -m cnnsweep.job_process SPEC`) restores it, runs the job and pickles its status and return
-value back; the parent rebuilds the JobReturn.
+value back; the parent rebuilds the JobReturn, or records the job failed when the child died.
 """
 
 from __future__ import annotations
@@ -20,17 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.singleton import Singleton
-from hydra.core.utils import JobReturn, JobStatus, run_job, setup_globals
+from hydra.core.utils import JobStatus
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
-from cnnsweep.records import mark_failed
-
-
-class JobProcessDied(RuntimeError):
-    """The job's process ended without reporting back (a signal, or an exit in native code)."""
+from cnnsweep import hydra_internals
+from cnnsweep.errors import ConfigError
+from cnnsweep.launching import JobOutcome, failed, outcome
 
 
 @dataclass
@@ -46,14 +42,15 @@ def task_reference(task_function: TaskFunction) -> tuple[str, str, Optional[str]
     """Name the task function so a fresh process can import it, even from a script run as __main__."""
     module = task_function.__module__
     script = getattr(sys.modules[module], "__file__", None) if module == "__main__" else None
+    if module == "__main__" and script is None:
+        raise ConfigError("the multirun's task was defined interactively; run it from a script such as src/run.py")
     return module, task_function.__qualname__, script
 
 
 def load_task(reference: tuple[str, str, Optional[str]]) -> Callable[[DictConfig], Any]:
     module, qualname, script = reference
     if module == "__main__":
-        assert script is not None, "the task's script is unknown"
-        namespace = runpy.run_path(script, run_name="__cnnsweep_job__")  # its __main__ block does not run
+        namespace = runpy.run_path(str(script), run_name="__cnnsweep_job__")  # its __main__ block does not run
         function = namespace[qualname]
     else:
         function = getattr(importlib.import_module(module), qualname)
@@ -64,16 +61,16 @@ def run_job_in_process(
     hydra_context: HydraContext,
     task_function: TaskFunction,
     job_config: DictConfig,
-    job_dir: Path,
     control_dir: Path,
     env: Optional[dict[str, str]] = None,
-) -> JobReturn:
-    """Start the job in a child process, wait for it, and return its JobReturn (FAILED if it died)."""
+) -> JobOutcome:
+    """Start the job in a child process and wait for it; a child that dies is a failed outcome."""
     control_dir.mkdir(parents=True, exist_ok=True)
     number = job_config.hydra.job.num
+    job_dir = hydra_internals.job_dir(job_config)
     spec_path, result_path = control_dir / f"{number}.spec.pkl", control_dir / f"{number}.result.pkl"
-    instances = Singleton.get_state()["instances"]
-    spec = JobSpec(hydra_context, job_config, instances, task_reference(task_function), str(result_path))
+    spec = JobSpec(hydra_context, job_config, hydra_internals.hydra_state(), task_reference(task_function),
+                   str(result_path))
     spec_path.write_bytes(pickle.dumps(spec))
     process = subprocess.run(
         [sys.executable, "-m", "cnnsweep.job_process", str(spec_path)],
@@ -81,21 +78,12 @@ def run_job_in_process(
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
     spec_path.unlink(missing_ok=True)
-    if result_path.is_file():
-        status, value = pickle.loads(result_path.read_bytes())
-        result_path.unlink()
-    else:
-        reason = _describe_exit(process.returncode)
-        status, value = JobStatus.FAILED, JobProcessDied(f"job process died ({reason}) before reporting; see {job_dir}")
-        mark_failed(job_dir, f"job process died ({reason}); it was killed or crashed outside Python")
-    hydra_node = OmegaConf.masked_copy(job_config, "hydra")  # the shape run_job gives hydra_cfg
-    with open_dict(hydra_node):
-        hydra_node.hydra.runtime.output_dir = str(job_dir)
-    task_config = OmegaConf.masked_copy(job_config, [key for key in job_config if key != "hydra"])
-    return JobReturn(
-        overrides=list(job_config.hydra.overrides.task), cfg=task_config, hydra_cfg=hydra_node,
-        working_dir=str(job_dir), task_name=job_config.hydra.job.name, status=status, _return_value=value,
-    )
+    if not result_path.is_file():
+        error = f"job process died ({_describe_exit(process.returncode)}); it was killed or crashed outside Python"
+        return failed(job_dir, error, hydra_internals.job_return(job_config, JobStatus.FAILED, RuntimeError(error)))
+    status, value = pickle.loads(result_path.read_bytes())
+    result_path.unlink()
+    return outcome(hydra_internals.job_return(job_config, status, value), job_dir)
 
 
 def _describe_exit(returncode: int) -> str:
@@ -117,18 +105,9 @@ def _die_with_parent() -> None:
 
 def _child_main(spec_path: str) -> None:
     spec: JobSpec = pickle.loads(Path(spec_path).read_bytes())
-    setup_globals()  # registers Hydra's resolvers (now, hydra, ...), which this process keeps
-    resolvers = Singleton.get_state()["omegaconf_resolvers"]
-    Singleton.set_state({"instances": spec.singleton_instances, "omegaconf_resolvers": resolvers})
-    HydraConfig.instance().set_config(spec.config)
-    result = run_job(
-        hydra_context=spec.hydra_context,
-        task_function=load_task(spec.task),
-        config=spec.config,
-        job_dir_key="hydra.sweep.dir",
-        job_subdir_key="hydra.sweep.subdir",
-    )
-    value = result._return_value
+    result = hydra_internals.run_job_here(spec.hydra_context, load_task(spec.task), spec.config,
+                                          spec.singleton_instances)
+    value = hydra_internals.stored_value(result)
     if result.status == JobStatus.FAILED:  # exceptions may not pickle; keep their type and message
         value = RuntimeError(f"{type(value).__name__}: {value}")
     partial = Path(spec.result_path + ".partial")

@@ -1,4 +1,4 @@
-"""Rerun a past run from the config it saved, through the same Hydra entry point.
+"""Rerun a past run from the config it saved, through the same Hydra entry point (src/run.py).
 
 The saved `.hydra/config.yaml` is the fully composed config, so it becomes the primary config
 (`--config-path`): the rerun does not depend on today's conf/ defaults, and on CPU it reproduces
@@ -7,21 +7,20 @@ history.csv exactly. Extra overrides (`seed=1`, or `-m seed=0,1,2`) apply on top
 
 from __future__ import annotations
 
+import runpy
+import sys
 from pathlib import Path
 
 from cnnsweep.errors import ConfigError
+from cnnsweep.project import RUN_SCRIPT
 
 # Where reruns go; the microsecond timestamp matches conf/config.yaml's run folders.
 RERUN_DIR = "outputs/reruns/${now:%Y-%m-%d_%H-%M-%S-%f}"
 RERUN_SWEEP_DIR = "outputs/multiruns/${now:%Y-%m-%d_%H-%M-%S-%f}"
-USAGE = "usage: uv run python src/rerun.py RUN_DIR [OVERRIDES...]"
 
 
-def rerun_arguments(argv: list[str]) -> list[str]:
-    """Turn `RUN_DIR [OVERRIDES...]` into Hydra command-line arguments that replay that run."""
-    if not argv or argv[0].startswith("-"):
-        raise ConfigError(f"no run folder given; {USAGE}")
-    run_dir, overrides = Path(argv[0]), argv[1:]
+def rerun_arguments(run_dir: Path, overrides: list[str]) -> list[str]:
+    """Hydra command-line arguments that replay the run in `run_dir`, with `overrides` on top."""
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         raise ConfigError(
@@ -37,3 +36,10 @@ def rerun_arguments(argv: list[str]) -> list[str]:
         f"hydra.sweep.dir={RERUN_SWEEP_DIR}",
         *overrides,
     ]
+
+
+def replay(arguments: list[str]) -> None:
+    """Run src/run.py with these arguments in this process, exactly as `python src/run.py ARGS` would
+    (its own one-line errors and exit code included)."""
+    sys.argv = [str(RUN_SCRIPT), *arguments]
+    runpy.run_path(str(RUN_SCRIPT), run_name="__main__")

@@ -1,25 +1,44 @@
-"""Optuna studies as cnnsweep uses them: storages, samplers and pruners by name, and study.json.
+"""Optuna studies as cnnsweep uses them: storages, samplers and pruners by name, study.json, and the
+bookkeeping that keeps a study true to its run folders.
 
 study.json, written into a search's sweep folder, tells each trial's job process (and the report)
 which study it belongs to and which pruner judges it, so pruning works across processes and machines.
+
+A trial's state comes from its run folder's metrics.json (completed, pruned or failed, even when its
+process was killed), and every trial records which sweep process runs it and where its folder is, so
+trials left RUNNING by a sweep process that died on this host are settled when the next one starts.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+import os
+import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Optional, Sequence, Union
 
 import optuna
 from hydra.utils import instantiate
+from optuna.trial import FrozenTrial, TrialState
 
 from cnnsweep.errors import ConfigError
-from cnnsweep.records import write_json
+from cnnsweep.records import METRICS_FILE, write_json
+
+log = logging.getLogger(__name__)
 
 STUDY_FILE = "study.json"
 STUDY_ENV = "CNNSWEEP_STUDY"  # path of study.json, set for each trial's job
 TRIAL_ENV = "CNNSWEEP_TRIAL"  # the trial number, set for each trial's job
+
+# User attributes of each trial
+WORKER_ATTR = "cnnsweep_worker"  # host:pid of the sweep process that launched the trial
+RUN_DIR_ATTR = "cnnsweep_run_dir"
+ERROR_ATTR = "cnnsweep_error"
+REQUEUED_ATTR = "cnnsweep_requeued_from"  # on a trial that reruns an interrupted one
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
 SAMPLERS = {
@@ -111,3 +130,77 @@ def _by_name(table: dict[str, Any], name: str, key: str) -> Any:
     if name not in table:
         raise ConfigError(f"{key}={name}: unknown; choose one of {', '.join(table)}")
     return table[name]
+
+
+def this_worker() -> str:
+    """How trials name the sweep process that runs them."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def trial_outcome(run_dir: Path, metrics: list[str]) -> tuple[TrialState, Optional[list[float]], Optional[str]]:
+    """The Optuna state and objective values of a trial, from its run folder's metrics.json."""
+    try:
+        record = json.loads((run_dir / METRICS_FILE).read_text())
+    except (OSError, ValueError) as error:
+        return TrialState.FAIL, None, f"no readable {METRICS_FILE} in {run_dir} ({error})"
+    status = record.get("status")
+    if status == "pruned":
+        return TrialState.PRUNED, None, None
+    if status != "completed":
+        return TrialState.FAIL, None, record.get("error") or f"run ended with status {status!r}"
+    values = [record.get(metric) for metric in metrics]
+    if any(not isinstance(value, (int, float)) or not math.isfinite(value) for value in values):
+        return TrialState.FAIL, None, f"objective {dict(zip(metrics, values))} is missing or not finite"
+    return TrialState.COMPLETE, [float(value) for value in values], None
+
+
+def count_trials(study: optuna.Study, states: Sequence[TrialState]) -> int:
+    """Trials in `states`, leaving out interrupted ones that were queued again (their rerun counts)."""
+    trials = study.get_trials(deepcopy=False)
+    replaced = {trial.user_attrs.get(REQUEUED_ATTR) for trial in trials}
+    return sum(trial.state in states and trial.number not in replaced for trial in trials)
+
+
+def tell(study: optuna.Study, trial: Union[optuna.Trial, int], state: TrialState,
+         values: Optional[list[float]]) -> None:
+    try:
+        study.tell(trial, state=state, values=values)
+    except RuntimeError as error:
+        # The grid sampler calls study.stop() once the grid is covered, which Optuna only allows
+        # inside study.optimize; the trial's state is stored before that, and the search stops by count.
+        if "Study.stop" not in str(error):
+            raise
+
+
+def settle_orphans(study: optuna.Study, metrics: list[str]) -> None:
+    """RUNNING trials whose sweep process on this host has died: finished ones are recorded from their
+    run folders; the others are failed and queued again once."""
+    host = socket.gethostname()
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if not _orphaned(frozen, host):
+            continue
+        worker = frozen.user_attrs.get(WORKER_ATTR)
+        state, values, _ = trial_outcome(Path(frozen.user_attrs.get(RUN_DIR_ATTR, "")), metrics)
+        if state is TrialState.FAIL:
+            tell(study, frozen.number, TrialState.FAIL, None)
+            study.enqueue_trial(frozen.params, user_attrs={REQUEUED_ATTR: frozen.number})
+            log.warning("trial %d was interrupted with its sweep (%s); queued again", frozen.number, worker)
+        else:
+            tell(study, frozen.number, state, values)
+            log.info("trial %d finished after its sweep (%s) died; recorded as %s",
+                     frozen.number, worker, state.name.lower())
+
+
+def _orphaned(trial: FrozenTrial, host: str) -> bool:
+    owner_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+    return owner_host == host and pid.isdigit() and not _alive(int(pid))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -2,6 +2,9 @@
 
 Inside a multirun a failed job is recorded and returns NaN instead of raising, so one bad
 configuration never ends an unattended sweep; a single run raises, and the entry point prints it.
+
+What trains is a Trainer: KerasTrainer here; the fast test tier runs the same task with a
+TensorFlow-free one (tests/fake_run.py), so everything around training is tested in seconds.
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -17,27 +21,59 @@ from omegaconf import DictConfig
 
 from cnnsweep import hardware
 from cnnsweep.config import Progress, RunConfig, load_run_config
-from cnnsweep.data import load_dataset
+from cnnsweep.data import Dataset, load_dataset
 from cnnsweep.errors import CnnsweepError, RunFailed
 from cnnsweep.model import check_fits_image
+from cnnsweep.project import PROJECT_ROOT
 from cnnsweep.records import ENVIRONMENT_FILE, RunRecord, environment_info, write_json
 from cnnsweep.trial import TrialReporter
 
 log = logging.getLogger(__name__)
+EpochCallback = Callable[[dict[str, Any]], bool]  # gets each epoch's history row; True stops training
 
-# The checkout this code runs from, for the git commit recorded with each run.
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+
+@dataclass
+class TrainingResult:
+    metrics: dict[str, Any]  # the metrics.json fields this run measured
+    stopped_early: bool  # `on_epoch` asked to stop (an Optuna pruner judged the trial hopeless)
+
+
+class Trainer(Protocol):
+    def prepare(self, config: RunConfig) -> dict[str, Any]:
+        """Set up devices, threads and seeds before training; describe them for environment.json."""
+
+    def train(self, config: RunConfig, data: Dataset, run_dir: Path, show_progress_bar: bool,
+              on_epoch: EpochCallback) -> TrainingResult:
+        """Train and evaluate; keep run_dir's history.csv current and save the model there."""
+
+
+class KerasTrainer:
+    """TensorFlow set up by cnnsweep.hardware, the model trained by cnnsweep.training."""
+
+    def prepare(self, config: RunConfig) -> dict[str, Any]:
+        return hardware.configure(config.hardware, config.seed)
+
+    def train(self, config: RunConfig, data: Dataset, run_dir: Path, show_progress_bar: bool,
+              on_epoch: EpochCallback) -> TrainingResult:
+        from cnnsweep.training import train  # imports Keras, so only after prepare()
+
+        return train(config, data, run_dir, show_progress_bar, on_epoch)
 
 
 def train_task(cfg: DictConfig) -> float:
     """Train the composed config in Hydra's output folder; return the configured objective."""
+    return run_task(cfg, KerasTrainer())
+
+
+def run_task(cfg: DictConfig, trainer: Trainer) -> float:
+    """The task around any Trainer: config checks, data, run record, pruning reports, failures."""
     hydra_config = HydraConfig.get()
     run_dir = Path(hydra_config.runtime.output_dir)
     in_multirun = hydra_config.mode == RunMode.MULTIRUN
     record = RunRecord(run_dir, seed=cfg.get("seed"))
     prefix = f"job {hydra_config.job.get('num')} " if in_multirun else ""
     try:
-        return _run(cfg, run_dir, record, in_multirun, prefix)
+        return _run(cfg, trainer, run_dir, record, in_multirun, prefix)
     except KeyboardInterrupt:
         record.fail("interrupted (KeyboardInterrupt); rerun the same command to train it again")
         raise
@@ -51,15 +87,14 @@ def train_task(cfg: DictConfig) -> float:
         return math.nan
 
 
-def _run(cfg: DictConfig, run_dir: Path, record: RunRecord, in_multirun: bool, prefix: str) -> float:
+def _run(cfg: DictConfig, trainer: Trainer, run_dir: Path, record: RunRecord, in_multirun: bool,
+         prefix: str) -> float:
     config = load_run_config(cfg)
     data = load_dataset(config.dataset)
     check_fits_image(config.model, data.input_shape)
     record.update(dataset=data.summary())
-    devices = hardware.configure(config.hardware, config.seed)
-    write_json(run_dir / ENVIRONMENT_FILE, environment_info(devices, PROJECT_DIR))
-
-    from cnnsweep.training import train  # imports Keras, so only after hardware.configure
+    devices = trainer.prepare(config)
+    write_json(run_dir / ENVIRONMENT_FILE, environment_info(devices, PROJECT_ROOT))
 
     progress = config.training.progress
     if progress is Progress.auto:
@@ -75,7 +110,7 @@ def _run(cfg: DictConfig, run_dir: Path, record: RunRecord, in_multirun: bool, p
             log.info("%s%s", prefix, _epoch_line(row, config.training.epochs))
         return trial is not None and trial.should_stop(row)
 
-    result = train(config, data, run_dir, progress is Progress.bar, on_epoch)
+    result = trainer.train(config, data, run_dir, progress is Progress.bar, on_epoch)
     metrics = result.metrics
     metric, direction = config.objective_metric, config.objective_direction
     value = float(metrics[metric])

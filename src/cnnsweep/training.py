@@ -9,7 +9,6 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -23,6 +22,7 @@ from cnnsweep.errors import ConfigError, TrainingError
 from cnnsweep.hardware import make_strategy
 from cnnsweep.model import build_model
 from cnnsweep.records import HISTORY_FILE, MODEL_FILE, write_history
+from cnnsweep.task import TrainingResult
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +32,6 @@ OPTIMIZER_CLASSES: dict[str, type[keras.optimizers.Optimizer]] = {
     "rmsprop": keras.optimizers.RMSprop,
     "sgd": keras.optimizers.SGD,
 }
-
-
-@dataclass
-class TrainingResult:
-    metrics: dict[str, Any]  # the metrics.json fields this run measured
-    model: keras.Model
-    stopped_early: bool  # `on_epoch` asked to stop (an Optuna pruner judged the trial hopeless)
 
 
 def learning_rate(lr: float, training: TrainingConfig, steps_per_epoch: int) -> Any:
@@ -206,7 +199,7 @@ def train(
         "global_batch_size": batch_size,
     }
     save_model(model, run_dir / MODEL_FILE)
-    return TrainingResult(metrics=metrics, model=model, stopped_early=recorder.stopped_early)
+    return TrainingResult(metrics=metrics, stopped_early=recorder.stopped_early)
 
 
 def save_model(model: keras.Model, path: Path) -> None:

@@ -20,7 +20,6 @@ class TrialReporter:
     """Set up by the search sweeper through two environment variables of the job."""
 
     def __init__(self, spec: StudySpec, number: int) -> None:
-        self.spec = spec
         self.number = number
         storage = spec.open_storage()
         study = optuna.load_study(study_name=spec.study_name, storage=storage, pruner=spec.make_pruner())

@@ -1,0 +1,93 @@
+"""cnnsweep's process launcher (`hydra/launcher=cnnsweep_process`, behind `launcher=local|parallel`):
+every job in a fresh Python process, one job per slot at a time.
+
+A slot is one concurrent job's share of the machine (see cnnsweep.devices): with GPUs, exactly one GPU
+(`CUDA_VISIBLE_DEVICES` is set before the job's TensorFlow starts); on CPU, cores / jobs threads. A slot
+that frees up takes the next job at once, whether the jobs come from one grid batch or from an Optuna
+search running trials from several threads (the TrialLauncher contract of cnnsweep.launching). A job
+that dies (killed, out of memory, segfault) fails alone and is recorded as failed; the sweep goes on.
+Every job's slot, start and end are appended to <sweep folder>/schedule.jsonl.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional, Sequence
+
+from hydra.core.utils import JobReturn, filter_overrides
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+from cnnsweep import hydra_internals
+from cnnsweep.devices import Slot
+from cnnsweep.job_process import run_job_in_process
+from cnnsweep.launching import JobOutcome, TrialJob
+
+log = logging.getLogger(__name__)
+SCHEDULE_FILE = "schedule.jsonl"
+
+
+class SlotPool:
+    """Runs jobs in child processes, each in the next free slot; safe to use from several threads."""
+
+    def __init__(self, slots: Sequence[Slot]) -> None:
+        self.slots = list(slots)
+        self._free: "queue.Queue[Slot]" = queue.Queue()
+        for slot in self.slots:
+            self._free.put(slot)
+        self._hydra: Optional[tuple[HydraContext, TaskFunction, DictConfig]] = None
+        self._compose_lock = threading.Lock()  # Hydra's config loader is not thread-safe
+        self._schedule_lock = threading.Lock()
+
+    def setup(self, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self._hydra = (hydra_context, task_function, config)
+        if len(self.slots) > 1:
+            log.info("%d jobs at once: %s", len(self.slots), "; ".join(map(describe, self.slots)))
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+        """Hydra's batch call (grid multiruns): every job at once, as slots allow. One thread more than
+        there are slots composes the next job's config while every slot is busy, so a freed slot starts
+        it within milliseconds."""
+        jobs = [TrialJob(initial_job_idx + offset, tuple(overrides)) for offset, overrides in enumerate(job_overrides)]
+        with ThreadPoolExecutor(max_workers=len(self.slots) + 1) as pool:
+            outcomes = list(pool.map(self.run_trial, jobs))
+        return [outcome.job_return for outcome in outcomes]  # type: ignore[misc]  (always set here)
+
+    def run_trial(self, job: TrialJob) -> JobOutcome:
+        assert self._hydra is not None, "setup() comes first"
+        hydra_context, task_function, config = self._hydra
+        with self._compose_lock:
+            job_config = hydra_internals.compose_job_config(hydra_context, config, job.overrides, job.number)
+        job_dir = hydra_internals.job_dir(job_config)
+        sweep_dir = Path(str(job_config.hydra.sweep.dir))
+        slot = self._free.get()  # waits for a free GPU / share of the cores
+        try:
+            job.started(job_dir)
+            log.info("#%d : %s%s", job.number, " ".join(filter_overrides(job.overrides)),
+                     f" [{describe(slot)}]" if len(self.slots) > 1 or slot.gpu is not None else "")
+            started = time.time()
+            result = run_job_in_process(hydra_context, task_function, job_config, sweep_dir / ".jobs",
+                                        slot.environment())
+            self._record(sweep_dir, job.number, job_dir, slot, started, "failed" if result.error else "completed")
+            return result
+        finally:
+            self._free.put(slot)
+
+    def _record(self, sweep_dir: Path, number: int, job_dir: Path, slot: Slot, started: float, status: str) -> None:
+        """One line per finished job: which slot, GPU and threads it had, and when it held them."""
+        line = {"job": number, "run_dir": str(job_dir), "slot": slot.index, "gpu": slot.gpu,
+                "threads": slot.threads, "start": started, "end": time.time(), "status": status}
+        with self._schedule_lock, open(sweep_dir / SCHEDULE_FILE, "a") as schedule:
+            schedule.write(json.dumps(line) + "\n")
+
+
+def describe(slot: Slot) -> str:
+    gpu = {None: "", "": "no GPU"}.get(slot.gpu, f"GPU {slot.gpu}")
+    threads = f"{slot.threads} thread{'s' if slot.threads != 1 else ''}" if slot.threads else ""
+    return ", ".join(part for part in (gpu, threads) if part) or "all devices"

@@ -1,0 +1,96 @@
+"""A TensorFlow-free stand-in for src/run.py, for the fast test tier.
+
+The same conf/, Hydra plugins, launchers, searches and task (cnnsweep.task.run_task: config checks,
+data loading, run records, pruning reports, failure handling); only the Trainer is replaced, by
+arithmetic: validation accuracy rises each epoch towards a ceiling that depends on the config
+(best near optimizer.lr=0.003, model.filters=16, model.dense_units=32), so searches have something to
+find, pruners something to cut, and every result is exactly reproducible.
+
+Each epoch takes FAKE_EPOCH_SECONDS (default 0.02) so tests can kill a job mid-run; optimizer.lr >= 1
+gives a NaN loss, as a real run would; a run whose model.filters equals FAKE_KILL_FILTERS kills its own
+process with SIGKILL after its first epoch, as the kernel's out-of-memory killer would.
+
+    uv run python tests/fake_run.py -m sweeps=quick dataset.path=tiny.npz dataset.val_size=16
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from cnnsweep.config import RunConfig
+from cnnsweep.data import Dataset
+from cnnsweep.errors import TrainingError, run_with_one_line_errors
+from cnnsweep.hardware import launcher_assignment, thread_counts
+from cnnsweep.model import conv_widths
+from cnnsweep.project import CONF_DIR
+from cnnsweep.records import HISTORY_FILE, write_history
+from cnnsweep.task import EpochCallback, TrainingResult, run_task
+
+EPOCH_SECONDS_ENV = "FAKE_EPOCH_SECONDS"
+KILL_FILTERS_ENV = "FAKE_KILL_FILTERS"
+
+
+def ceiling(config: RunConfig) -> float:
+    """The accuracy this config approaches: 0.99 at the sweet spot, lower the further away."""
+    distance = (0.2 * abs(math.log10(config.optimizer.lr) + 2.5) + 0.002 * abs(config.model.filters - 16)
+                + 0.001 * abs(config.model.dense_units - 32))
+    return max(0.1, 0.99 - distance) - 0.001 * (config.seed % 7)
+
+
+class ArithmeticTrainer:
+    def prepare(self, config: RunConfig) -> dict[str, Any]:
+        intra_op, inter_op = thread_counts(config.hardware)
+        return {"device": "fake", **launcher_assignment(), "intra_op_threads": intra_op,
+                "inter_op_threads": inter_op}
+
+    def train(self, config: RunConfig, data: Dataset, run_dir: Path, show_progress_bar: bool,
+              on_epoch: EpochCallback) -> TrainingResult:
+        epoch_seconds = float(os.environ.get(EPOCH_SECONDS_ENV, "0.02"))
+        top = ceiling(config)
+        rows: list[dict[str, Any]] = []
+        stopped_early = False
+        started = time.perf_counter()
+        for epoch in range(1, config.training.epochs + 1):
+            time.sleep(epoch_seconds)
+            accuracy = top * (1 - 0.5 ** epoch)
+            loss = math.nan if config.optimizer.lr >= 1 else 1 - accuracy
+            row = {"epoch": epoch, "accuracy": accuracy, "loss": loss}
+            if data.x_val is not None:
+                row.update(val_accuracy=accuracy, val_loss=loss)
+            row["seconds"] = epoch_seconds
+            rows.append(row)
+            write_history(run_dir / HISTORY_FILE, rows)
+            if os.environ.get(KILL_FILTERS_ENV) == str(config.model.filters):
+                os.kill(os.getpid(), signal.SIGKILL)
+            if math.isnan(loss):
+                raise TrainingError(f"loss became NaN at epoch {epoch}, batch 1; lower optimizer.lr "
+                                    f"(now {config.optimizer.lr:g}) or check the data for extreme values")
+            if on_epoch(row):
+                stopped_early = True
+                break
+        last = rows[-1]
+        seconds = time.perf_counter() - started
+        widths = conv_widths(config.model)
+        return TrainingResult(metrics={
+            "test_accuracy": last["accuracy"], "test_loss": last["loss"],
+            "val_accuracy": last.get("val_accuracy"), "val_loss": last.get("val_loss"),
+            "params": sum(widths) * 9 + config.model.dense_units * 11,
+            "epochs_completed": len(rows), "train_seconds": seconds, "seconds_per_epoch": seconds / len(rows),
+        }, stopped_early=stopped_early)
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def fake_run(cfg: DictConfig) -> float:
+    return run_task(cfg, ArithmeticTrainer())
+
+
+if __name__ == "__main__":
+    run_with_one_line_errors(fake_run)

@@ -1,0 +1,153 @@
+"""Study bookkeeping without TensorFlow, on real SQLite studies and real run folders: a trial's state from
+its metrics.json, counting towards the study's total, settling trials a dead sweep process left RUNNING,
+the study's objectives from the sweeper settings and the run config, and one-line setting errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+from optuna.trial import TrialState
+
+from cnnsweep.errors import ConfigError
+from cnnsweep.plugin_config import OptunaSearchConf
+from cnnsweep.records import RunRecord
+from cnnsweep.search import study_spec
+from cnnsweep.study import (
+    REQUEUED_ATTR, RUN_DIR_ATTR, WORKER_ATTR, StudySpec, count_trials, make_sampler, settle_orphans, trial_outcome,
+)
+
+
+def run_folder(path: Path, status: str, **fields) -> Path:
+    record = RunRecord(path, seed=0)
+    if status == "running":
+        record.update(**fields)
+    elif status == "failed":
+        record.fail(fields.pop("error", "boom"), **fields)
+    else:
+        record.finish(status, **fields)
+    return path
+
+
+@pytest.mark.parametrize(("status", "fields", "state", "values", "error"), [
+    ("completed", {"val_accuracy": 0.9, "params": 10}, TrialState.COMPLETE, [0.9, 10.0], None),
+    ("pruned", {"val_accuracy": 0.5}, TrialState.PRUNED, None, None),
+    ("failed", {"error": "loss became NaN at epoch 1"}, TrialState.FAIL, None, "loss became NaN at epoch 1"),
+    ("running", {}, TrialState.FAIL, None, "run ended with status 'running'"),
+    ("completed", {"val_accuracy": float("nan"), "params": 10}, TrialState.FAIL, None,
+     "objective {'val_accuracy': None, 'params': 10} is missing or not finite"),
+    ("completed", {"params": 10}, TrialState.FAIL, None,
+     "objective {'val_accuracy': None, 'params': 10} is missing or not finite"),
+])
+def test_a_trial_state_comes_from_its_run_folder(tmp_path, status, fields, state, values, error) -> None:
+    folder = run_folder(tmp_path / "run", status, **fields)
+    assert trial_outcome(folder, ["val_accuracy", "params"]) == (state, values, error)
+
+
+def test_a_missing_or_corrupt_record_is_a_failed_trial(tmp_path: Path) -> None:
+    state, _, error = trial_outcome(tmp_path / "never-started", ["val_accuracy"])
+    assert state is TrialState.FAIL and error.startswith(f"no readable metrics.json in {tmp_path / 'never-started'}")
+    (tmp_path / "metrics.json").write_text('{"status": "compl')
+    assert trial_outcome(tmp_path, ["val_accuracy"])[0] is TrialState.FAIL
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_trials_of_a_dead_sweep_process_are_settled_from_their_folders(tmp_path: Path) -> None:
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    dead = f"{socket.gethostname()}:{dead_pid()}"
+    alive = f"{socket.gethostname()}:{subprocess.os.getpid()}"
+    elsewhere = f"another-host:{dead_pid()}"
+    folders = {
+        "finished": run_folder(tmp_path / "0", "completed", val_accuracy=0.8),
+        "interrupted": run_folder(tmp_path / "1", "running"),
+        "running here": run_folder(tmp_path / "2", "running"),
+        "other host": run_folder(tmp_path / "3", "running"),
+    }
+    owners = {"finished": dead, "interrupted": dead, "running here": alive, "other host": elsewhere}
+    for name, folder in folders.items():
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        trial.set_user_attr(WORKER_ATTR, owners[name])
+        trial.set_user_attr(RUN_DIR_ATTR, str(folder))
+
+    settle_orphans(study, ["val_accuracy"])
+    trials = study.get_trials()
+    assert [trial.state for trial in trials[:4]] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING,
+                                                    TrialState.RUNNING]
+    assert trials[0].value == 0.8
+    [requeued] = trials[4:]  # the interrupted trial, queued again with its parameters
+    assert requeued.state == TrialState.WAITING and requeued.user_attrs[REQUEUED_ATTR] == 1
+    rerun = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    assert rerun.number == requeued.number and rerun.params == trials[1].params
+    # The interrupted trial does not count twice towards the study's total: its rerun does.
+    assert count_trials(study, (TrialState.FAIL,)) == 0
+    assert count_trials(study, (TrialState.COMPLETE, TrialState.RUNNING)) == 4
+
+
+def job_config(val_size: int = 100, metric=None, direction=None):
+    return OmegaConf.create({"dataset": {"val_size": val_size}, "objective": {"metric": metric, "direction": direction}})
+
+
+@pytest.mark.parametrize(("settings", "config", "metrics", "directions"), [
+    ({}, job_config(), ["val_accuracy"], ["maximize"]),  # the run's own objective
+    ({}, job_config(metric="val_loss"), ["val_loss"], ["minimize"]),
+    ({}, job_config(metric="val_loss", direction="maximize"), ["val_loss"], ["maximize"]),
+    ({"metric": "val_loss"}, job_config(metric="val_accuracy"), ["val_loss"], ["minimize"]),
+    ({"metric": ["val_accuracy", "params"], "direction": ["maximize", "minimize"]}, job_config(),
+     ["val_accuracy", "params"], ["maximize", "minimize"]),
+    ({"metric": ["val_accuracy", "train_seconds"]}, job_config(), ["val_accuracy", "train_seconds"],
+     ["maximize", "minimize"]),
+])
+def test_the_study_objective(settings: dict, config, metrics: list, directions: list) -> None:
+    spec = study_spec(OptunaSearchConf(**settings), config)
+    assert (spec.metrics, spec.directions) == (metrics, directions)
+
+
+@pytest.mark.parametrize(("settings", "config", "message"), [
+    ({}, job_config(val_size=0),
+     "objective.metric=test_accuracy: searches never optimise the test set; set dataset.val_size=N"),
+    ({"metric": "val_accuracy"}, job_config(val_size=0),
+     "hydra.sweeper.metric=val_accuracy needs a validation hold-out; set dataset.val_size=N"),
+    ({"metric": "test_loss"}, job_config(), "hydra.sweeper.metric=test_loss: searches never optimise the test set"),
+    ({"metric": "f1"}, job_config(), "hydra.sweeper.metric=f1: not a metric this run reports; choose one of"),
+    ({"metric": ["val_accuracy", "params"], "direction": "maximize"}, job_config(),
+     "hydra.sweeper: 2 metric(s) ['val_accuracy', 'params'] but 1 direction(s) ['maximize']"),
+    ({"direction": "up"}, job_config(), "hydra.sweeper.direction=up: must be maximize or minimize"),
+])
+def test_impossible_objectives_are_refused_before_any_trial(settings: dict, config, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        study_spec(OptunaSearchConf(**settings), config)
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: make_sampler("annealing", {}, None), "hydra.sweeper.sampler=annealing: unknown; choose one of tpe, "),
+    (lambda: make_sampler("tpe", {"population_size": 8}, None), "hydra.sweeper.sampler_options: "),
+    (lambda: StudySpec("sqlite:///x.db", "s", ["maximize"], ["val_accuracy"], "bayes").make_pruner(),
+     "hydra.sweeper.pruner=bayes: unknown; choose one of median, "),
+    (lambda: StudySpec("sqlite:///x.db", "s", ["maximize"], ["val_accuracy"], "median",
+                       {"warmup": 2}).make_pruner(), "hydra.sweeper.pruner_options for pruner=median: "),
+])
+def test_bad_sampler_and_pruner_settings_are_one_line(call, message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        call()
+    assert str(raised.value).startswith(message) and "\n" not in str(raised.value)
+
+
+def test_storage_labels_never_show_a_password(tmp_path: Path) -> None:
+    spec = StudySpec("postgresql+psycopg://user:secret@db.example:5432/studies", "s", ["maximize"], ["val_accuracy"])
+    assert spec.storage_label == "postgresql+psycopg://db.example:5432/studies"
+    journal = {"_target_": "optuna.storages.JournalStorage", "log_storage": {}}
+    assert StudySpec(journal, "s", ["maximize"], ["val_accuracy"]).storage_label == "optuna.storages.JournalStorage"
+    written = StudySpec.read(StudySpec(f"sqlite:///{tmp_path}/a.db", "s", ["maximize"], ["val_accuracy"]).write(tmp_path))
+    assert json.loads((tmp_path / "study.json").read_text())["study_name"] == written.study_name == "s"
