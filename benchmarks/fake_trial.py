@@ -8,7 +8,6 @@ length that depends on `seed`, and records a run like a real trial (metrics.json
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from cnnsweep.errors import run_with_one_line_errors
 from cnnsweep.records import RunRecord
 
 SHORTEST, LONGEST, LENGTHS = 5.0, 20.0, 16  # seconds: 16 lengths, evenly spread over a 4x range
@@ -39,4 +39,4 @@ def fake_trial(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(fake_trial())
+    run_with_one_line_errors(fake_trial)
