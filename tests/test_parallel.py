@@ -79,6 +79,8 @@ def test_an_optuna_search_keeps_every_gpu_busy(run_cli, tiny_data: Path, tmp_pat
     for job in schedule:  # what each trial's own process was given, and its folder named by its trial
         devices = json.loads((Path(job["run_dir"]) / "environment.json").read_text())["devices"]
         assert devices["cuda_visible_devices"] == job["gpu"] and Path(job["run_dir"]).name == str(job["job"])
+    workers = {gpu: {job["worker_pid"] for job in schedule if job["gpu"] == gpu} for gpu in ("g0", "g1")}
+    assert all(len(pids) == 1 for pids in workers.values()) and workers["g0"] != workers["g1"]  # one warm worker per GPU
 
 
 def test_slots_split_gpus_and_cores(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,6 +8,7 @@ task with arithmetic in place of training), so their trials take a fraction of a
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -96,14 +97,10 @@ def test_failed_and_killed_trials_are_recorded_and_the_search_goes_on(tiny_data:
     killed = None
     deadline = time.monotonic() + 120
     while killed is None and time.monotonic() < deadline and process.poll() is None:
-        for history in (tmp_path / "sweep").glob("*/history.csv"):
-            number = history.parent.name
-            pids = subprocess.run(["pgrep", "-f", f"cnnsweep.job_process .*/{number}.spec.pkl"],
-                                  capture_output=True, text=True).stdout.split()
-            if pids:
-                os.kill(int(pids[0]), signal.SIGKILL)
-                killed = int(number)
-                break
+        for history in (tmp_path / "sweep").glob("*/history.csv"):  # a trial that is training
+            os.kill(json.loads((history.parent / "environment.json").read_text())["pid"], signal.SIGKILL)
+            killed = int(history.parent.name)
+            break
         time.sleep(0.2)
     process.wait(timeout=300)
     stdout, stderr = (tmp_path / "stdout.txt").read_text(), (tmp_path / "stderr.txt").read_text()

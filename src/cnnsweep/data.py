@@ -1,11 +1,14 @@
 """Dataset loading: an explicit file, then $CNNSWEEP_DATA_DIR, then Keras' own download cache.
 
 Every array is checked (keys, shapes, dtypes, label range) with NumPy alone, so a bad file fails in
-well under a second and before TensorFlow is imported.
+well under a second and before TensorFlow is imported. The last file read stays in memory, checked and
+scaled, so a warm worker (cnnsweep.job_process) reads it once while its jobs ask for the same file
+(same path, size and modification time); each job still records the file and its sha256.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import zipfile
@@ -57,15 +60,7 @@ class Dataset:
 
 def load_dataset(config: DatasetConfig) -> Dataset:
     """Load, check and split the configured dataset."""
-    arrays, source, digest = _load_arrays(config)
-    _check_arrays(arrays, source)
-    x_train, x_test = (_as_images(arrays[key], key, source) for key in ("x_train", "x_test"))
-    y_train, y_test = (_as_labels(arrays[key], key, source) for key in ("y_train", "y_test"))
-    if x_train.shape[1:] != x_test.shape[1:]:
-        raise DataError(
-            f"{source}: x_train images are {x_train.shape[1:]} but x_test images are "
-            f"{x_test.shape[1:]}; both splits must have the same image shape"
-        )
+    x_train, y_train, x_test, y_test, source, digest = _read_checked(*_identity(config))
     num_classes = _check_label_range(y_train, y_test, config.num_classes, source)
 
     if config.val_size >= len(x_train):
@@ -85,7 +80,9 @@ def load_dataset(config: DatasetConfig) -> Dataset:
     return Dataset(x_train, y_train, x_val, y_val, x_test, y_test, num_classes, source, digest)
 
 
-def _load_arrays(config: DatasetConfig) -> tuple[dict[str, np.ndarray], str, Optional[str]]:
+def _identity(config: DatasetConfig) -> tuple[str, Optional[Path], Optional[Path], Optional[tuple[int, int]]]:
+    """Which data the config means: (name, file, where a download would go, the file's size and
+    modification time), the key under which its checked arrays are kept."""
     if config.path is not None:
         path = Path(config.path).expanduser()
         if not path.is_file():
@@ -93,12 +90,38 @@ def _load_arrays(config: DatasetConfig) -> tuple[dict[str, np.ndarray], str, Opt
                 f"dataset.path={config.path}: no such file; pass an existing .npz with keys "
                 f"{', '.join(REQUIRED_KEYS)}"
             )
-        return _read_npz(path), str(path), _sha256(path)
+        return config.name, path.resolve(), None, _stamp(path)
     data_dir = os.environ.get(DATA_DIR_ENV)
     local = Path(data_dir).expanduser() / f"{config.name}.npz" if data_dir else None
     if local is not None and local.is_file():
-        return _read_npz(local), str(local), _sha256(local)
-    return _download_with_keras(config.name, local), f"keras:{config.name}", None
+        return config.name, local.resolve(), None, _stamp(local)
+    return config.name, None, local, None
+
+
+def _stamp(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+@functools.lru_cache(maxsize=1)
+def _read_checked(name: str, path: Optional[Path], download_to: Optional[Path], stamp: Optional[tuple[int, int]]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str, Optional[str]]:
+    """The file's (or Keras download's) arrays, checked, as float32 images and int64 labels."""
+    if path is not None:
+        arrays, source, digest = _read_npz(path), str(path), _sha256(path)
+    else:
+        arrays, source, digest = _download_with_keras(name, download_to), f"keras:{name}", None
+    _check_arrays(arrays, source)
+    x_train, x_test = (_as_images(arrays[key], key, source) for key in ("x_train", "x_test"))
+    y_train, y_test = (_as_labels(arrays[key], key, source) for key in ("y_train", "y_test"))
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(
+            f"{source}: x_train images are {x_train.shape[1:]} but x_test images are "
+            f"{x_test.shape[1:]}; both splits must have the same image shape"
+        )
+    for array in (x_train, y_train, x_test, y_test):
+        array.flags.writeable = False  # shared by every job of a warm worker
+    return x_train, y_train, x_test, y_test, source, digest
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:

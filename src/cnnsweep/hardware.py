@@ -53,10 +53,13 @@ def configure(config: HardwareConfig, seed: int) -> dict[str, Any]:
             threading.set_inter_op_parallelism_threads,
             "hardware.inter_op_threads",
         )
+    keras.backend.clear_session()  # a warm worker's previous job leaves no model, graph or layer names
     keras.mixed_precision.set_global_policy(config.precision.value)
     keras.utils.set_random_seed(seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
+    else:
+        tf.config.experimental.disable_op_determinism()
     return {
         "device": "gpu" if gpus else "cpu",
         "gpus": [gpu.name for gpu in gpus],

@@ -1,5 +1,6 @@
 """cnnsweep's process launcher (`hydra/launcher=cnnsweep_process`, behind `launcher=local|parallel`):
-every job in a fresh Python process, one job per slot at a time.
+every job in a process of its own, one job per slot at a time, each slot's process kept warm for the
+next job (cnnsweep.job_process.Worker).
 
 A slot is one concurrent job's share of the machine (see cnnsweep.devices): with GPUs, exactly one GPU
 (`CUDA_VISIBLE_DEVICES` is set before the job's TensorFlow starts); on CPU, cores / jobs threads. A slot
@@ -22,22 +23,26 @@ from typing import Optional, Sequence
 
 from hydra.core.utils import JobReturn, filter_overrides
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cnnsweep import hydra_internals
 from cnnsweep.devices import Slot
-from cnnsweep.job_process import run_job_in_process
+from cnnsweep.job_process import Worker, WorkerLimits
 from cnnsweep.launching import JobOutcome, TrialJob
 
 log = logging.getLogger(__name__)
 SCHEDULE_FILE = "schedule.jsonl"
+# Settings TensorFlow fixes once per process (threads, visible devices, memory growth): a job whose
+# `hardware` differs from its worker's previous job gets a fresh worker.
+PROCESS_SETTINGS = "hardware"
 
 
 class SlotPool:
     """Runs jobs in child processes, each in the next free slot; safe to use from several threads."""
 
-    def __init__(self, slots: Sequence[Slot]) -> None:
+    def __init__(self, slots: Sequence[Slot], limits: WorkerLimits) -> None:
         self.slots = list(slots)
+        self.workers = {slot.index: Worker(slot.environment(), limits) for slot in self.slots}
         self._free: "queue.Queue[Slot]" = queue.Queue()
         for slot in self.slots:
             self._free.put(slot)
@@ -72,17 +77,26 @@ class SlotPool:
             log.info("#%d : %s%s", job.number, " ".join(filter_overrides(job.overrides)),
                      f" [{describe(slot)}]" if len(self.slots) > 1 or slot.gpu is not None else "")
             started = time.time()
-            result = run_job_in_process(hydra_context, task_function, job_config, sweep_dir / ".jobs",
-                                        slot.environment())
-            self._record(sweep_dir, job.number, job_dir, slot, started, "failed" if result.error else "completed")
+            worker = self.workers[slot.index]
+            key = OmegaConf.to_container(job_config[PROCESS_SETTINGS]) if PROCESS_SETTINGS in job_config else None
+            result = worker.run(hydra_context, task_function, job_config, sweep_dir / ".jobs", key)
+            self._record(sweep_dir, job, job_dir, slot, started, result, worker)
             return result
         finally:
             self._free.put(slot)
 
-    def _record(self, sweep_dir: Path, number: int, job_dir: Path, slot: Slot, started: float, status: str) -> None:
-        """One line per finished job: which slot, GPU and threads it had, and when it held them."""
-        line = {"job": number, "run_dir": str(job_dir), "slot": slot.index, "gpu": slot.gpu,
-                "threads": slot.threads, "start": started, "end": time.time(), "status": status}
+    def close(self) -> None:
+        """Let every worker exit (each also exits on its own when this process ends)."""
+        for worker in self.workers.values():
+            worker.stop()
+
+    def _record(self, sweep_dir: Path, job: TrialJob, job_dir: Path, slot: Slot, started: float,
+                result: JobOutcome, worker: Worker) -> None:
+        """One line per finished job: which slot, GPU, threads and worker process it had, and when."""
+        line = {"job": job.number, "run_dir": str(job_dir), "slot": slot.index, "gpu": slot.gpu,
+                "threads": slot.threads, "start": started, "end": time.time(),
+                "status": "failed" if result.error else "completed", "worker_pid": worker.last_pid,
+                "worker_job": worker.jobs_run}
         with self._schedule_lock, open(sweep_dir / SCHEDULE_FILE, "a") as schedule:
             schedule.write(json.dumps(line) + "\n")
 

@@ -151,6 +151,7 @@ def environment_info(devices: dict[str, Any], project_dir: Path) -> dict[str, An
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "host": socket.gethostname(),
+        "pid": os.getpid(),  # the process that trained it (a warm worker runs several jobs)
         "versions": {name: packages.get(name) for name in KEY_PACKAGES},
         "git": git_state(project_dir),
         "devices": devices,

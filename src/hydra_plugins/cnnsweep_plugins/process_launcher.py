@@ -22,11 +22,14 @@ ConfigStore.instance().store(group="hydra/launcher", name="cnnsweep_process", no
 
 
 class ProcessLauncher(Launcher):
-    def __init__(self, jobs: Optional[int] = 1, gpus: Any = None) -> None:
+    def __init__(self, jobs: Optional[int] = 1, gpus: Any = None, jobs_per_worker: int = 50,
+                 job_timeout_min: Optional[float] = None, worker_max_memory_gb: Optional[float] = None) -> None:
         from cnnsweep.devices import plan_slots
+        from cnnsweep.job_process import worker_limits
         from cnnsweep.process_launcher import SlotPool
 
-        self.pool = SlotPool(plan_slots(jobs, OmegaConf.to_container(gpus) if OmegaConf.is_config(gpus) else gpus))
+        slots = plan_slots(jobs, OmegaConf.to_container(gpus) if OmegaConf.is_config(gpus) else gpus)
+        self.pool = SlotPool(slots, worker_limits(jobs_per_worker, job_timeout_min, worker_max_memory_gb))
 
     @property
     def slots(self) -> int:

@@ -1,0 +1,119 @@
+"""Warm workers (cnnsweep.job_process.Worker): each slot's process runs job after job. Real multiruns read
+back <sweep>/schedule.jsonl (which worker process ran each job, and its how-many-th job it was) and
+the run folders: the same config gives the same history warm or fresh; a worker that dies, runs past the
+time limit, has run its quota or grown too large is replaced, and the job it failed says why."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import FAKE_RUN, write_npz
+
+
+def schedule(sweep_dir: Path) -> list[dict]:
+    jobs = [json.loads(line) for line in (sweep_dir / "schedule.jsonl").read_text().splitlines()]
+    return sorted(jobs, key=lambda job: job["job"])
+
+
+def metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def history(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "history.csv").open() as handle:
+        return [{key: value for key, value in row.items() if key != "seconds"} for row in csv.DictReader(handle)]
+
+
+def fake_grid(run_cli, tiny_data: Path, sweep_dir: Path, *overrides: str, env=None):
+    result = run_cli("-m", f"dataset.path={tiny_data}", "dataset.val_size=32", f"hydra.sweep.dir={sweep_dir}",
+                     *overrides, command=FAKE_RUN, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return schedule(sweep_dir)
+
+
+TINY_TRAINING = ["model.filters=4", "model.dense_units=8", "training.epochs=2", "training.batch_size=64",
+                 "dataset.val_size=32"]
+
+
+@pytest.mark.tensorflow
+def test_a_warm_worker_gives_the_same_history_as_a_fresh_process(run_cli, tmp_path: Path) -> None:
+    first = write_npz(tmp_path / "first.npz", n_train=256, n_test=64)
+    second = write_npz(tmp_path / "second.npz", n_train=192, n_test=64, num_classes=4)  # 160 + 32 held out
+    warm = run_cli("-m", *TINY_TRAINING, f"dataset.path={first},{second},{first}", "optimizer=adam,sgd",
+                   f"hydra.sweep.dir={tmp_path / 'warm'}", timeout=600)
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    jobs = schedule(tmp_path / "warm")
+    # (first, adam), (first, sgd), (second, adam), (second, sgd), (first, adam), (first, sgd): one worker
+    assert len({job["worker_pid"] for job in jobs}) == 1 and [job["worker_job"] for job in jobs] == [1, 2, 3, 4, 5, 6]
+    fresh = run_cli("-m", *TINY_TRAINING, f"dataset.path={first}", "optimizer=adam,sgd", "launcher.jobs_per_worker=1",
+                    f"hydra.sweep.dir={tmp_path / 'fresh'}", timeout=600)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert len({job["worker_pid"] for job in schedule(tmp_path / "fresh")}) == 2
+
+    warm_dir, fresh_dir = tmp_path / "warm", tmp_path / "fresh"
+    for warm_first, warm_tenth, cold in ((0, 4, 0), (1, 5, 1)):  # first job of the worker, fifth, fresh process
+        assert history(warm_dir / str(warm_first)) == history(warm_dir / str(warm_tenth)) == history(fresh_dir / str(cold))
+        assert (metrics(warm_dir / str(warm_first))["test_accuracy"] == metrics(warm_dir / str(warm_tenth))["test_accuracy"]
+                == metrics(fresh_dir / str(cold))["test_accuracy"])
+    datasets = [metrics(warm_dir / str(job))["dataset"] for job in range(6)]
+    assert datasets[2]["train_size"] == 160 and datasets[2]["source"] == str(second)  # not the cached file
+    assert datasets[4]["sha256"] == datasets[0]["sha256"] != datasets[2]["sha256"]
+
+
+@pytest.mark.tensorflow
+def test_mixed_precision_does_not_leak_into_the_next_job(run_cli, tmp_path: Path) -> None:
+    data = write_npz(tmp_path / "d.npz", n_train=256, n_test=64)
+    result = run_cli("-m", *TINY_TRAINING, f"dataset.path={data}", "hardware.precision=float32,mixed_float16,float32",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = schedule(tmp_path / "sweep")
+    assert jobs[0]["worker_pid"] != jobs[1]["worker_pid"] != jobs[2]["worker_pid"]  # hardware changed: fresh worker
+    assert history(tmp_path / "sweep" / "0") == history(tmp_path / "sweep" / "2")
+    assert json.loads((tmp_path / "sweep" / "1" / "environment.json").read_text())["devices"]["precision"] == "mixed_float16"
+
+
+def test_a_worker_that_dies_is_replaced_and_its_job_failed(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    jobs = fake_grid(run_cli, tiny_data, tmp_path / "sweep", "model.filters=4,6,8,10", env={"FAKE_KILL_FILTERS": "6"})
+    assert [job["status"] for job in jobs] == ["completed", "failed", "completed", "completed"]
+    assert jobs[0]["worker_pid"] == jobs[1]["worker_pid"] != jobs[2]["worker_pid"] == jobs[3]["worker_pid"]
+    died = metrics(tmp_path / "sweep" / "1")
+    assert died["status"] == "failed" and died["error"].startswith("job process died (signal 9, SIGKILL)")
+    assert metrics(tmp_path / "sweep" / "2")["status"] == "completed"
+
+
+def test_a_job_past_the_time_limit_is_stopped_and_the_next_job_runs(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    jobs = fake_grid(run_cli, tiny_data, tmp_path / "sweep", "training.epochs=1,40,1", "launcher.job_timeout_min=0.05",
+                     env={"FAKE_EPOCH_SECONDS": "0.2"})  # the 40-epoch job takes 8 s, the limit is 3 s
+    assert [job["status"] for job in jobs] == ["completed", "failed", "completed"]
+    assert 3 <= jobs[1]["end"] - jobs[1]["start"] < 6
+    stopped = metrics(tmp_path / "sweep" / "1")
+    assert stopped["status"] == "failed"
+    assert stopped["error"].startswith("job ran past the time limit (0.05 min, launcher.job_timeout_min)")
+    assert jobs[2]["worker_pid"] != jobs[1]["worker_pid"]
+
+
+@pytest.mark.parametrize(("overrides", "worker_jobs"), [
+    (["launcher.jobs_per_worker=2"], [1, 2, 1, 2, 1]),  # recycled after its quota
+    (["launcher.worker_max_memory_gb=0.001"], [1, 1, 1, 1, 1]),  # every worker is larger than 1 MB
+    (["launcher.jobs_per_worker=1"], [1, 1, 1, 1, 1]),  # a fresh process for every job
+    ([], [1, 2, 3, 4, 5]),
+])
+def test_workers_are_replaced_after_their_quota_or_past_the_memory_limit(run_cli, tiny_data, tmp_path,
+                                                                           overrides, worker_jobs) -> None:
+    jobs = fake_grid(run_cli, tiny_data, tmp_path / "sweep", "seed=0,1,2,3,4", *overrides)
+    assert [job["worker_job"] for job in jobs] == worker_jobs
+    assert len({job["worker_pid"] for job in jobs}) == worker_jobs.count(1)
+    assert {metrics(Path(job["run_dir"]))["status"] for job in jobs} == {"completed"}
+
+
+def test_a_job_with_other_process_settings_gets_a_fresh_worker(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    """TensorFlow fixes threads and devices once per process: a change of `hardware` needs a new one."""
+    jobs = fake_grid(run_cli, tiny_data, tmp_path / "sweep", "hardware.intra_op_threads=1,1,2")
+    assert jobs[0]["worker_pid"] == jobs[1]["worker_pid"] != jobs[2]["worker_pid"]
+    threads = [json.loads((Path(job["run_dir"]) / "environment.json").read_text())["devices"]["intra_op_threads"]
+               for job in jobs]
+    assert threads == [1, 1, 2]
