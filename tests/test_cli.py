@@ -173,3 +173,18 @@ def test_rerun_needs_a_run_folder(run_cli, tmp_path: Path) -> None:
         f"error: {tmp_path}: no saved config at {tmp_path}/.hydra/config.yaml; pass a run folder written by "
         "src/run.py (outputs/runs/<time> or a multirun job folder)"
     ]
+
+
+@pytest.mark.tensorflow
+def test_tensorflow_start_up_lines_go_to_the_run_folder(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    quiet = run_cli(*TINY_RUN, "training.epochs=1", f"dataset.path={tiny_data}", f"hydra.run.dir={tmp_path / 'quiet'}")
+    assert quiet.returncode == 0, quiet.stderr
+    log = tmp_path / "quiet" / "tensorflow.log"
+    if not log.exists():
+        pytest.skip("this TensorFlow build printed nothing while it started")
+    first_line = log.read_text().splitlines()[0]
+    assert quiet.stderr.strip() == "", quiet.stderr  # nothing of TensorFlow's on the console
+    shown = run_cli(*TINY_RUN, "training.epochs=1", f"dataset.path={tiny_data}", f"hydra.run.dir={tmp_path / 'shown'}",
+                    env={"CNNSWEEP_TF_LOGS": "1"})
+    assert shown.returncode == 0 and first_line.split("]")[-1] in shown.stderr  # asked for: on the console
+    assert not (tmp_path / "shown" / "tensorflow.log").exists()

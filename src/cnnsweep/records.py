@@ -6,6 +6,7 @@ the leaderboard, or a run killed mid-write, never sees half a file.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -19,12 +20,14 @@ import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 ENVIRONMENT_FILE = "environment.json"
 MODEL_FILE = "model.keras"
+NATIVE_LOG_FILE = "tensorflow.log"  # what TensorFlow's native code printed while it started
+NATIVE_LOG_ENV = "CNNSWEEP_TF_LOGS"  # 1: those lines on the console instead, as TensorFlow prints them
 
 # Versions worth a top-level field; every installed distribution is listed under "packages" too.
 KEY_PACKAGES = ("tensorflow", "keras", "hydra-core", "omegaconf", "optuna", "hydra-optuna-sweeper", "numpy", "pandas")
@@ -129,6 +132,30 @@ class RunRecord:
         """Progress updates skip the fsync; the final record (finish, fail) is flushed to disk."""
         self.metrics.update(fields)
         write_json(self.path, self.metrics, durable)
+
+
+@contextlib.contextmanager
+def native_log(path: Path) -> Iterator[None]:
+    """Send what native code writes to stderr (file descriptor 2) to `path` for the duration, so
+    TensorFlow's start-up lines (absl, oneDNN, CUDA probing) stay off the console; an empty file is
+    removed. Python's own errors raised meanwhile still reach the console: they are printed after."""
+    if os.environ.get(NATIVE_LOG_ENV) == "1":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+    if path.stat().st_size == 0:
+        path.unlink()
 
 
 def mark_failed(run_dir: Path, error: str) -> None:

@@ -25,7 +25,7 @@ from cnnsweep.data import Dataset, load_dataset
 from cnnsweep.errors import CnnsweepError, RunFailed
 from cnnsweep.model import check_fits_image
 from cnnsweep.project import PROJECT_ROOT
-from cnnsweep.records import ENVIRONMENT_FILE, RunRecord, environment_info, write_json
+from cnnsweep.records import ENVIRONMENT_FILE, NATIVE_LOG_FILE, RunRecord, environment_info, native_log, write_json
 from cnnsweep.trial import TrialReporter
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ def run_task(cfg: DictConfig, trainer: Trainer) -> float:
     record = RunRecord(run_dir, seed=cfg.get("seed"))
     prefix = f"job {hydra_config.job.get('num')} " if in_multirun else ""
     try:
-        return _run(cfg, trainer, run_dir, record, in_multirun, prefix)
+        with native_log(run_dir / NATIVE_LOG_FILE):  # TensorFlow's own lines: to a file, not the console
+            return _run(cfg, trainer, run_dir, record, in_multirun, prefix)
     except KeyboardInterrupt:
         record.fail("interrupted (KeyboardInterrupt); rerun the same command to train it again")
         raise
