@@ -83,7 +83,8 @@ class ArithmeticTrainer:
             "test_accuracy": last["accuracy"], "test_loss": last["loss"],
             "val_accuracy": last.get("val_accuracy"), "val_loss": last.get("val_loss"),
             "params": sum(widths) * 9 + config.model.dense_units * 11,
-            "epochs_completed": len(rows), "train_seconds": seconds, "seconds_per_epoch": seconds / len(rows),
+            "epochs_completed": len(rows), "train_seconds": seconds, "eval_seconds": 0.0,
+            "seconds_per_epoch": seconds / len(rows),
         }, stopped_early=stopped_early)
 
 

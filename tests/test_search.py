@@ -146,7 +146,7 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_trials(run_cli, tiny
     common = [*fake_search_args(tiny_data), f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}",
               "hydra.sweeper.n_trials=3"]
     sweeper = subprocess.Popen([*FAKE_RUN, *common, f"hydra.sweep.dir={tmp_path / 'a'}", "training.epochs=40"],
-                               cwd=tmp_path, env=command_env(FAKE_EPOCH_SECONDS="0.1"),
+                               cwd=tmp_path, env=command_env(FAKE_EPOCH_SECONDS="0.05"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not (tmp_path / "a" / "1" / "history.csv").exists() and time.monotonic() < deadline:

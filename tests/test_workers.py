@@ -99,8 +99,6 @@ def test_a_job_past_the_time_limit_is_stopped_and_the_next_job_runs(run_cli, tin
 @pytest.mark.parametrize(("overrides", "worker_jobs"), [
     (["launcher.jobs_per_worker=2"], [1, 2, 1, 2, 1]),  # recycled after its quota
     (["launcher.worker_max_memory_gb=0.001"], [1, 1, 1, 1, 1]),  # every worker is larger than 1 MB
-    (["launcher.jobs_per_worker=1"], [1, 1, 1, 1, 1]),  # a fresh process for every job
-    ([], [1, 2, 3, 4, 5]),
 ])
 def test_workers_are_replaced_after_their_quota_or_past_the_memory_limit(run_cli, tiny_data, tmp_path,
                                                                            overrides, worker_jobs) -> None:

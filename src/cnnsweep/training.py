@@ -182,9 +182,11 @@ def train(
             f"(now {config.optimizer.lr:g}) or check the data for extreme values"
         )
 
+    evaluation_started = time.perf_counter()
     test = model.evaluate(
         data.x_test, data.y_test, batch_size=batch_size, verbose=0, return_dict=True
     )
+    eval_seconds = time.perf_counter() - evaluation_started
     last = recorder.rows[-1]
     metrics = {
         "test_accuracy": float(test["accuracy"]),
@@ -194,6 +196,7 @@ def train(
         "params": int(model.count_params()),
         "epochs_completed": len(recorder.rows),
         "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
         "seconds_per_epoch": float(np.mean([row["seconds"] for row in recorder.rows])),
         "replicas": replicas,
         "global_batch_size": batch_size,

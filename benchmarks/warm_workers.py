@@ -1,0 +1,159 @@
+"""Benchmark: trials a search completes in a fixed wall-clock budget, warm workers against a fresh
+process per trial and against keras-tuner.
+
+    CNNSWEEP_DATA_DIR=../shared/datasets uv run --group benchmarks python benchmarks/warm_workers.py \
+        [--budget 290] [--seeds 0 1 2] [--setups warm fresh keras-tuner]
+
+Protocol (the throughput issue's): the first 10,000 MNIST training images, the last 5,000 held out, 3
+epochs, baseline_tpe's search space. Setups, each run for `--budget` seconds and then killed:
+  warm         `-m sweeps=baseline_tpe launcher=parallel` (2 jobs, each slot's process kept warm)
+  fresh        the same with `launcher.jobs_per_worker=1` (a fresh process, TensorFlow import, per trial)
+  keras-tuner  RandomSearch over the same space and data in one process (no isolation), the same model
+               built by cnnsweep.model.build_model
+Counted for each: trials and epochs finished within the budget, best val_accuracy, and for cnnsweep the
+per-job overhead (each job's time holding its slot minus its train_seconds and eval_seconds: start-up,
+data, set-up, saving and records). Targets: warm completes at least 1.6x the trials of fresh and 1.5x those of
+keras-tuner; warm per-job overhead under 1 s (median over jobs after each worker's first).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOL = ["dataset.max_train=10000", "dataset.val_size=5000", "training.epochs=3"]
+
+
+def run_for(command: list[str], budget: float, workdir: Path) -> float:
+    """Start the command in its own process group, kill the group after `budget` s; return the start time."""
+    started = time.time()
+    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        process.wait(timeout=budget)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    return started
+
+
+def cnnsweep_search(name: str, seed: int, budget: float, workdir: Path) -> dict:
+    sweep, storage = workdir / f"{name}-{seed}", f"sqlite:///{workdir / f'{name}-{seed}.db'}"
+    extra = ["launcher.jobs_per_worker=1"] if name == "fresh" else []
+    started = run_for([sys.executable, str(ROOT / "src" / "run.py"), "-m", "sweeps=baseline_tpe", "launcher=parallel",
+                       *PROTOCOL, *extra, "hydra.sweeper.n_trials=1000", f"hydra.sweeper.seed={seed}",
+                       f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={sweep}"], budget, workdir)
+    deadline = started + budget
+    trials = [trial for trial in optuna.load_study(study_name="baseline_tpe", storage=storage).trials
+              if trial.state.is_finished() and trial.datetime_complete.timestamp() <= deadline]
+    finished = [trial for trial in trials if trial.state in (optuna.trial.TrialState.COMPLETE,
+                                                             optuna.trial.TrialState.PRUNED)]
+    jobs = [json.loads(line) for line in (sweep / "schedule.jsonl").read_text().splitlines()]
+    overheads, first_jobs = [], []
+    for job in jobs:
+        record = json.loads((Path(job["run_dir"]) / "metrics.json").read_text())
+        if record.get("status") in ("completed", "pruned"):
+            overhead = job["end"] - job["start"] - record["train_seconds"] - record["eval_seconds"]
+            (first_jobs if job["worker_job"] == 1 else overheads).append(overhead)
+    epochs = sum(len(trial.intermediate_values) for trial in finished)
+    best = max((trial.value for trial in finished if trial.value is not None), default=float("nan"))
+    return {"trials": len(finished), "epochs": epochs, "best_val": best,
+            "overhead_s": statistics.median(overheads) if overheads else float("nan"),
+            "first_job_overhead_s": statistics.median(first_jobs) if first_jobs else float("nan")}
+
+
+KERAS_TUNER = r'''
+import sys
+from dataclasses import replace
+import keras, keras_tuner, numpy as np
+from cnnsweep.config import compose_run_config
+from cnnsweep.data import load_dataset
+from cnnsweep.model import build_model
+
+seed, folder = int(sys.argv[1]), sys.argv[2]
+run = compose_run_config("dataset.max_train=10000", "dataset.val_size=5000", "training.epochs=3")
+data = load_dataset(run.dataset)
+
+
+class SearchSpace(keras_tuner.HyperModel):  # sweeps/baseline_tpe.yaml's params
+    def build(self, hp):
+        model = replace(run.model, filters=hp.Choice("filters", [16, 32, 48, 64]),
+                        kernel_size=hp.Choice("kernel_size", [2, 3, 4]),
+                        dense_units=hp.Choice("dense_units", [32, 64, 128, 256]),
+                        dropout=hp.Float("dropout", 0.0, 0.5))
+        network = build_model(model, data.input_shape, data.num_classes)
+        network.compile(optimizer=keras.optimizers.Adam(hp.Float("lr", 1e-4, 1e-2, sampling="log")),
+                        loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return network
+
+    def fit(self, hp, model, *args, **kwargs):
+        return model.fit(*args, batch_size=hp.Choice("batch_size", [32, 64, 128, 256]), **kwargs)
+
+
+tuner = keras_tuner.RandomSearch(SearchSpace(), objective="val_accuracy", max_trials=1000, seed=seed,
+                                 directory=folder, project_name="bench")
+tuner.search(data.x_train, data.y_train, epochs=3, validation_data=(data.x_val, data.y_val), verbose=0)
+'''
+
+
+def keras_tuner_search(seed: int, budget: float, workdir: Path) -> dict:
+    folder = workdir / f"keras-tuner-{seed}"
+    started = run_for([sys.executable, "-c", KERAS_TUNER, str(seed), str(folder)], budget, workdir)
+    deadline = started + budget
+    finished = []
+    for path in (folder / "bench").glob("trial_*/trial.json"):
+        trial = json.loads(path.read_text())
+        if trial.get("status") == "COMPLETED" and path.stat().st_mtime <= deadline:
+            finished.append(trial)
+    best = max((trial["score"] for trial in finished if trial.get("score") is not None), default=float("nan"))
+    return {"trials": len(finished), "epochs": 3 * len(finished), "best_val": best,
+            "overhead_s": float("nan"), "first_job_overhead_s": float("nan")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=290.0, help="seconds of wall time per search")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds")
+    parser.add_argument("--setups", nargs="+", default=["warm", "fresh", "keras-tuner"])
+    args = parser.parse_args()
+    if not os.environ.get("CNNSWEEP_DATA_DIR"):
+        sys.exit("error: set CNNSWEEP_DATA_DIR to a folder holding mnist.npz")
+    results: dict[str, list[dict]] = {setup: [] for setup in args.setups}
+    with tempfile.TemporaryDirectory() as folder:
+        for seed in args.seeds:
+            for setup in args.setups:
+                workdir = Path(folder)
+                result = (keras_tuner_search(seed, args.budget, workdir) if setup == "keras-tuner"
+                          else cnnsweep_search(setup, seed, args.budget, workdir))
+                results[setup].append(result)
+                print(f"seed {seed} {setup:12s} trials {result['trials']:3d}  epochs {result['epochs']:3d}  "
+                      f"best val_accuracy {result['best_val']:.4f}  per-job overhead {result['overhead_s']:.2f} s "
+                      f"(first job of a worker {result['first_job_overhead_s']:.2f} s)", flush=True)
+    print()
+    for setup, runs in results.items():
+        trials = [run["trials"] for run in runs]
+        best = [run["best_val"] for run in runs]
+        spread = statistics.stdev(best) if len(best) > 1 else 0.0
+        print(f"{setup:12s} trials mean {statistics.mean(trials):5.1f} {trials}  best val_accuracy mean "
+              f"{statistics.mean(best):.4f} ± {spread:.4f}")
+    if {"warm", "fresh", "keras-tuner"} <= set(results):
+        warm, fresh, tuner = (statistics.mean(run["trials"] for run in results[name])
+                              for name in ("warm", "fresh", "keras-tuner"))
+        overhead = statistics.median(run["overhead_s"] for run in results["warm"])
+        print(f"warm / fresh {warm / fresh:.2f}x (target >= 1.6), warm / keras-tuner {warm / tuner:.2f}x "
+              f"(target >= 1.5), warm per-job overhead {overhead:.2f} s (target < 1 s)")
+
+
+if __name__ == "__main__":
+    main()
