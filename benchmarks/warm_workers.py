@@ -2,10 +2,13 @@
 process per trial and against keras-tuner.
 
     CNNSWEEP_DATA_DIR=../shared/datasets uv run --group benchmarks python benchmarks/warm_workers.py \
-        [--budget 290] [--seeds 0 1 2] [--setups warm fresh keras-tuner]
+        [--budget 290] [--seeds 0 1 2] [--setups warm fresh keras-tuner] [--sampler random|tpe]
 
 Protocol (the throughput issue's): the first 10,000 MNIST training images, the last 5,000 held out, 3
-epochs, baseline_tpe's search space. Setups, each run for `--budget` seconds and then killed:
+epochs, baseline_tpe's search space. By default cnnsweep's searches use Optuna's random sampler: with
+the same seed, warm and fresh then try the same configurations in the same order (as keras-tuner's
+RandomSearch draws at random too), so the trial counts differ by overhead alone; `--sampler tpe` runs
+baseline_tpe as shipped. Setups, each run for `--budget` seconds and then killed:
   warm         `-m sweeps=baseline_tpe launcher=parallel` (2 jobs, each slot's process kept warm)
   fresh        the same with `launcher.jobs_per_worker=1` (a fresh process, TensorFlow import, per trial)
   keras-tuner  RandomSearch over the same space and data in one process (no isolation), the same model
@@ -48,9 +51,11 @@ def run_for(command: list[str], budget: float, workdir: Path) -> float:
     return started
 
 
-def cnnsweep_search(name: str, seed: int, budget: float, workdir: Path) -> dict:
+def cnnsweep_search(name: str, seed: int, sampler: str, budget: float, workdir: Path) -> dict:
     sweep, storage = workdir / f"{name}-{seed}", f"sqlite:///{workdir / f'{name}-{seed}.db'}"
     extra = ["launcher.jobs_per_worker=1"] if name == "fresh" else []
+    if sampler != "tpe":
+        extra += [f"hydra.sweeper.sampler={sampler}", "~hydra.sweeper.sampler_options.n_startup_trials"]
     started = run_for([sys.executable, str(ROOT / "src" / "run.py"), "-m", "sweeps=baseline_tpe", "launcher=parallel",
                        *PROTOCOL, *extra, "hydra.sweeper.n_trials=1000", f"hydra.sweeper.seed={seed}",
                        f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={sweep}"], budget, workdir)
@@ -126,6 +131,7 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=290.0, help="seconds of wall time per search")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds")
     parser.add_argument("--setups", nargs="+", default=["warm", "fresh", "keras-tuner"])
+    parser.add_argument("--sampler", default="random", help="cnnsweep's sampler: random (default) or tpe")
     args = parser.parse_args()
     if not os.environ.get("CNNSWEEP_DATA_DIR"):
         sys.exit("error: set CNNSWEEP_DATA_DIR to a folder holding mnist.npz")
@@ -135,7 +141,7 @@ def main() -> None:
             for setup in args.setups:
                 workdir = Path(folder)
                 result = (keras_tuner_search(seed, args.budget, workdir) if setup == "keras-tuner"
-                          else cnnsweep_search(setup, seed, args.budget, workdir))
+                          else cnnsweep_search(setup, seed, args.sampler, args.budget, workdir))
                 results[setup].append(result)
                 print(f"seed {seed} {setup:12s} trials {result['trials']:3d}  epochs {result['epochs']:3d}  "
                       f"best val_accuracy {result['best_val']:.4f}  per-job overhead {result['overhead_s']:.2f} s "

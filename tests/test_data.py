@@ -142,3 +142,16 @@ def test_unknown_name_without_a_file(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(DataError, match=r"dataset 'svhn' has no local file and Keras cannot download it; "
                                         r"save it as \$CNNSWEEP_DATA_DIR/svhn.npz"):
         load_dataset(dataset_config(name="svhn"))
+
+
+def test_a_file_is_read_once_while_it_is_unchanged(tmp_path: Path) -> None:
+    """A warm worker's jobs share the checked arrays of a file; a rewritten file is read again."""
+    path = write_npz(tmp_path / "d.npz", n_train=20)
+    first = load_dataset(dataset_config(path=str(path)))
+    again = load_dataset(dataset_config(path=str(path), val_size=5, max_test=4))
+    assert np.shares_memory(first.x_train, again.x_train) and again.sha256 == first.sha256
+    assert (len(again.x_train), len(again.x_val), len(again.x_test)) == (15, 5, 4)
+    assert not first.x_train.flags.writeable  # shared, so no job may change it
+    write_npz(path, n_train=30)
+    rewritten = load_dataset(dataset_config(path=str(path)))
+    assert len(rewritten.x_train) == 30 and not np.shares_memory(rewritten.x_train, first.x_train)

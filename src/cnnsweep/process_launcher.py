@@ -85,11 +85,6 @@ class SlotPool:
         finally:
             self._free.put(slot)
 
-    def close(self) -> None:
-        """Let every worker exit (each also exits on its own when this process ends)."""
-        for worker in self.workers.values():
-            worker.stop()
-
     def _record(self, sweep_dir: Path, job: TrialJob, job_dir: Path, slot: Slot, started: float,
                 result: JobOutcome, worker: Worker) -> None:
         """One line per finished job: which slot, GPU, threads and worker process it had, and when."""

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from hydra.core.hydra_config import HydraConfig
