@@ -126,6 +126,8 @@ BROKEN_FILES = ["truncated", "text", "missing_keys", "mismatched", "labels_out_o
         (["-m", "launcher=parallel", "launcher.gpus=[a,b]", "launcher.jobs=3"],
          "launcher.jobs=3: more than the 2 GPU(s) a,b, and each job needs its own", 2),
         (["-m", "launcher.jobs_per_worker=0"], "launcher.jobs_per_worker=0: must be a positive number of jobs", 2),
+        (["-m", "sweeps=quick", "hydra.sweeper.n_jobs=0"],
+         "hydra.sweeper.n_jobs=0: must be a positive number of trials at once, or null for one per launcher slot", 2),
         (["-m", "launcher.job_timeout_min=-1"], "launcher.job_timeout_min=-1.0: must be a positive number, or null", 2),
         *[([f"@{name}"], name, 1) for name in BROKEN_FILES],
     ],

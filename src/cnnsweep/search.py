@@ -82,7 +82,7 @@ class Search:
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         self.worker = this_worker()
         self.failures: list[str] = []
-        self.n_jobs = settings.n_jobs or launcher.slots
+        self.n_jobs = launcher.slots if settings.n_jobs is None else settings.n_jobs
         if self.n_jobs < 1:
             raise ConfigError(f"hydra.sweeper.n_jobs={settings.n_jobs}: must be a positive number of trials at once, "
                               "or null for one per launcher slot")
