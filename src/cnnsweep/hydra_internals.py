@@ -4,11 +4,12 @@ process with the parent's Hydra state, and reading a failed job's exception.
 Hydra's launcher and sweeper plugin API is public, but running a job outside Hydra's own launchers
 needs pieces that Hydra's plugins use without promising them (its singletons, `run_job`, a JobReturn's
 stored exception). They are stable across hydra-core 1.3.x, which pyproject.toml pins (`<1.4`);
-tests/test_hydra_internals.py checks the installed version against that bound and exercises each one.
+tests/test_launching.py checks the installed version against that bound and exercises each one.
 """
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -21,13 +22,15 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 SUPPORTED_HYDRA = ">=1.3.2,<1.4"  # the bound in pyproject.toml, checked by the tests
+_compose_lock = threading.Lock()  # Hydra's config loader keeps state while it composes
 
 
 def compose_job_config(hydra_context: HydraContext, sweep_config: DictConfig, overrides: Sequence[str],
                        number: int) -> DictConfig:
-    """The job's full config (task and hydra nodes), as Hydra's own launchers compose it.
-    Not thread-safe: Hydra's config loader keeps state while it composes."""
-    job_config = hydra_context.config_loader.load_sweep_config(sweep_config, list(overrides))
+    """The job's full config (task and hydra nodes), as Hydra's own launchers compose it; safe to call
+    from several threads (one composition at a time)."""
+    with _compose_lock:
+        job_config = hydra_context.config_loader.load_sweep_config(sweep_config, list(overrides))
     with open_dict(job_config):
         job_config.hydra.job.id = number
         job_config.hydra.job.num = number

@@ -43,7 +43,7 @@ class TrialJob:
 class JobOutcome:
     run_dir: Path  # the folder the job wrote to (its metrics.json says how it ended)
     error: Optional[str] = None  # why the job failed; None when its task returned
-    job_return: Optional[JobReturn] = None  # None when the job never reported back
+    job_return: Optional[JobReturn] = None  # None when the launcher has none (a lost batch or submitit job)
 
 
 @runtime_checkable

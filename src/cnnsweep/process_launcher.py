@@ -47,7 +47,6 @@ class SlotPool:
         for slot in self.slots:
             self._free.put(slot)
         self._hydra: Optional[tuple[HydraContext, TaskFunction, DictConfig]] = None
-        self._compose_lock = threading.Lock()  # Hydra's config loader is not thread-safe
         self._schedule_lock = threading.Lock()
 
     def setup(self, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -67,8 +66,7 @@ class SlotPool:
     def run_trial(self, job: TrialJob) -> JobOutcome:
         assert self._hydra is not None, "setup() comes first"
         hydra_context, task_function, config = self._hydra
-        with self._compose_lock:
-            job_config = hydra_internals.compose_job_config(hydra_context, config, job.overrides, job.number)
+        job_config = hydra_internals.compose_job_config(hydra_context, config, job.overrides, job.number)
         job_dir = hydra_internals.job_dir(job_config)
         sweep_dir = Path(str(job_config.hydra.sweep.dir))
         slot = self._free.get()  # waits for a free GPU / share of the cores

@@ -5,21 +5,16 @@ that ends the sweep."""
 
 from __future__ import annotations
 
-import threading
-
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 
 from cnnsweep import hydra_internals
 from cnnsweep.launching import JobOutcome, TrialJob, failed, outcome
 
-_compose_lock = threading.Lock()  # Hydra's config loader is not thread-safe
-
 
 def run_submitit_trial(launcher: BaseSubmititLauncher, job: TrialJob) -> JobOutcome:
     assert launcher.hydra_context is not None and launcher.config is not None, "setup() comes first"
-    with _compose_lock:
-        job_config = hydra_internals.compose_job_config(launcher.hydra_context, launcher.config, job.overrides,
-                                                        job.number)
+    job_config = hydra_internals.compose_job_config(launcher.hydra_context, launcher.config, job.overrides,
+                                                    job.number)
     run_dir = hydra_internals.job_dir(job_config)
     job.started(run_dir)
     try:
