@@ -28,9 +28,11 @@ TINY_SEARCH = ["-m", "sweeps=quick", "dataset.max_train=512", "dataset.max_test=
                "training.batch_size=64", "model.filters=4", "model.dense_units=8"]
 
 
-def fake_search_args(tiny_data: Path) -> list[str]:
-    """TINY_SEARCH for tests/fake_run.py, on the small random dataset."""
-    return [*TINY_SEARCH, f"dataset.path={tiny_data}", "dataset.val_size=32"]
+def fake_search_args(tiny_data: Path, searched: tuple[str, ...] = ()) -> list[str]:
+    """TINY_SEARCH for tests/fake_run.py, on the small random dataset; the keys in `searched` are left
+    free for the test to search (a fixed value would win over a sweep of its key)."""
+    return [*(arg for arg in TINY_SEARCH if arg.split("=")[0] not in searched), f"dataset.path={tiny_data}",
+            "dataset.val_size=32"]
 
 
 def search(run_cli, tmp_path: Path, mnist_dir: Path, name: str, *overrides: str):
@@ -87,7 +89,7 @@ def test_search_then_resume_study_and_leaderboard_agree(run_cli, mnist_dir: Path
 
 def test_failed_and_killed_trials_are_recorded_and_the_search_goes_on(tiny_data: Path, tmp_path: Path) -> None:
     env = command_env(FAKE_EPOCH_SECONDS="0.1")
-    command = [*FAKE_RUN, *fake_search_args(tiny_data), f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    command = [*FAKE_RUN, *fake_search_args(tiny_data, searched=("model.filters",)), f"hydra.sweep.dir={tmp_path / 'sweep'}",
                f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}", "hydra.sweeper.n_trials=4",
                "hydra.sweeper.sampler=grid", "hydra.sweeper.pruner=none", "training.epochs=30",
                "model.kernel_size=choice(3, 13)", "model.filters=choice(4, 6)", "optimizer.lr=0.003"]

@@ -43,7 +43,7 @@ def test_a_grid_runs_through_submitit(run_cli, mnist_dir: Path, tmp_path: Path) 
 
 def test_a_search_through_submitit_survives_a_killed_job(run_cli, tiny_data: Path, tmp_path: Path) -> None:
     sweep_dir, storage = tmp_path / "search", f"sqlite:///{tmp_path / 'optuna.db'}"
-    result = run_cli(*fake_search_args(tiny_data), "launcher=slurm_local", "launcher.jobs=2",
+    result = run_cli(*fake_search_args(tiny_data, searched=("model.filters",)), "launcher=slurm_local", "launcher.jobs=2",
                      "hydra.sweeper.sampler=grid", "hydra.sweeper.pruner=none", "hydra.sweeper.n_trials=3",
                      "model.filters=choice(4, 6, 8)", "model.dense_units=16", "optimizer.lr=0.003",
                      f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.storage={storage}",

@@ -21,6 +21,8 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cnnsweep.errors import CnnsweepError
+
 SUPPORTED_HYDRA = ">=1.3.2,<1.4"  # the bound in pyproject.toml, checked by the tests
 _compose_lock = threading.Lock()  # Hydra's config loader keeps state while it composes
 
@@ -80,7 +82,9 @@ def job_error(result: JobReturn) -> Optional[str]:
     if result.status is JobStatus.COMPLETED:
         return None
     value = stored_value(result)
-    return str(value) if isinstance(value, BaseException) else "the job failed"
+    if not isinstance(value, BaseException):
+        return "the job failed"
+    return str(value) if isinstance(value, CnnsweepError) else f"{type(value).__name__}: {value}"
 
 
 def output_dir(result: JobReturn) -> Optional[Path]:

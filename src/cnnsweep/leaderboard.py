@@ -21,7 +21,7 @@ LEADERBOARD_FILE = "leaderboard.csv"
 # metrics.json fields that become columns, in this order, after run, sweep, status and objective.
 METRIC_COLUMNS = [
     "val_accuracy", "val_loss", "test_accuracy", "test_loss", "params", "epochs_completed",
-    "train_seconds", "seconds_per_epoch", "seed", "trial", "error", "started_at", "finished_at",
+    "train_seconds", "seconds_per_epoch", "seed", "trial", "baseline", "error", "started_at", "finished_at",
 ]
 LEAD_COLUMNS = ["run", "sweep", "status", "objective", "objective_metric", "objective_direction"]
 # Config keys that never distinguish one experiment from another.

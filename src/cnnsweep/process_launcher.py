@@ -29,6 +29,8 @@ from cnnsweep import hydra_internals
 from cnnsweep.devices import Slot
 from cnnsweep.job_process import Worker, WorkerLimits
 from cnnsweep.launching import JobOutcome, TrialJob
+from cnnsweep.progress import Best, Progress
+from cnnsweep.records import METRICS_FILE
 
 log = logging.getLogger(__name__)
 SCHEDULE_FILE = "schedule.jsonl"
@@ -58,9 +60,30 @@ class SlotPool:
         """Hydra's batch call (grid multiruns): every job at once, as slots allow. One thread more than
         there are slots composes the next job's config while every slot is busy, so a freed slot starts
         it within milliseconds."""
-        jobs = [TrialJob(initial_job_idx + offset, tuple(overrides)) for offset, overrides in enumerate(job_overrides)]
+        progress, best, lock = Progress(len(job_overrides)), Best(), threading.Lock()
+        counts = {"running": 0, "finished": 0, "failed": 0}
+
+        def started(run_dir: Path) -> None:
+            with lock:
+                counts["running"] += 1
+
+        def run_and_report(job: TrialJob) -> JobOutcome:
+            result = self.run_trial(job)
+            objective = _objective(result.run_dir)
+            with lock:
+                counts["running"] -= 1
+                counts["finished"] += 1
+                counts["failed"] += result.error is not None
+                if objective is not None:
+                    best.offer(f"job {job.number}", *objective)
+                log.info("%s", progress.line(counts["finished"], counts["running"], failed=counts["failed"],
+                                             best=best.text))
+            return result
+
+        jobs = [TrialJob(initial_job_idx + offset, tuple(overrides), started)
+                for offset, overrides in enumerate(job_overrides)]
         with ThreadPoolExecutor(max_workers=len(self.slots) + 1) as pool:
-            outcomes = list(pool.map(self.run_trial, jobs))
+            outcomes = list(pool.map(run_and_report, jobs))
         return [outcome.job_return for outcome in outcomes]  # type: ignore[misc]  (always set here)
 
     def run_trial(self, job: TrialJob) -> JobOutcome:
@@ -92,6 +115,16 @@ class SlotPool:
                 "worker_job": worker.jobs_run}
         with self._schedule_lock, open(sweep_dir / SCHEDULE_FILE, "a") as schedule:
             schedule.write(json.dumps(line) + "\n")
+
+
+def _objective(run_dir: Path) -> Optional[tuple[str, float, str]]:
+    """A completed cnnsweep run's objective (metric, value, direction) from its metrics.json."""
+    try:
+        record = json.loads((run_dir / METRICS_FILE).read_text())
+        objective = record["objective"] if record.get("status") == "completed" else None
+        return (objective["name"], float(objective["value"]), objective["direction"]) if objective else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def describe(slot: Slot) -> str:

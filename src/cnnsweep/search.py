@@ -17,11 +17,12 @@ import logging
 import math
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import optuna
 from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import TrialState
 
 from cnnsweep import hydra_internals
@@ -30,10 +31,11 @@ from cnnsweep.errors import CnnsweepError, ConfigError
 from cnnsweep.launching import JobOutcome, TrialJob, TrialLauncher
 from cnnsweep.plugin_config import OptunaSearchConf
 from cnnsweep.records import write_atomic
-from cnnsweep.search_space import as_override, grid_values, parse_search_space
+from cnnsweep.progress import Progress, duration
+from cnnsweep.search_space import SearchSpace, as_override, search_space
 from cnnsweep.study import (
-    ERROR_ATTR, FINISHED, RUN_DIR_ATTR, STUDY_ENV, TRIAL_ENV, WORKER_ATTR, StudySpec, count_trials,
-    make_sampler, settle_orphans, tell, this_worker, trial_outcome,
+    BASELINE_ATTR, ERROR_ATTR, FINISHED, RUN_DIR_ATTR, STUDY_ENV, TRIAL_ENV, WORKER_ATTR, StudySpec, count_trials,
+    make_sampler, returned_outcome, settle_orphans, sweep_storage, tell, this_worker, trial_outcome,
 )
 
 log = logging.getLogger(__name__)
@@ -41,27 +43,35 @@ log = logging.getLogger(__name__)
 
 def study_spec(settings: OptunaSearchConf, job_config: DictConfig) -> StudySpec:
     """The study's objectives: hydra.sweeper.metric/direction, else the run's own objective (the
-    composed job config's objective.metric and objective.direction)."""
-    val_size = int(job_config.dataset.val_size)
-    if settings.metric is None:
-        metrics = [objective_metric(job_config.objective.metric, val_size)]
-        key = "objective.metric"
+    composed job config's objective.metric and objective.direction), else, for an app that is not a
+    cnnsweep run, the task's return value (minimised unless a direction says otherwise)."""
+    dataset = job_config.get("dataset")
+    val_size = int(dataset.val_size) if dataset is not None and "val_size" in dataset else None
+    objective = job_config.get("objective")
+    if settings.metric is None and objective is None:
+        directions = _as_list(settings.direction if settings.direction is not None else "minimize")
+        metrics: list[str] = []
     else:
-        metrics, key = _as_list(settings.metric), "hydra.sweeper.metric"
-    if settings.direction is not None:
-        directions = _as_list(settings.direction)
-    elif settings.metric is None and job_config.objective.direction is not None:
-        directions = [job_config.objective.direction]
-    else:
-        directions = [METRIC_DIRECTIONS.get(metric, "maximize") for metric in metrics]
-    if len(directions) != len(metrics):
-        raise ConfigError(f"hydra.sweeper: {len(metrics)} metric(s) {metrics} but {len(directions)} direction(s) "
-                          f"{directions}; give one direction per metric")
-    for metric, direction in zip(metrics, directions):
-        if metric.startswith("test_"):
-            raise ConfigError(f"{key}={metric}: searches never optimise the test set; "
-                              "set dataset.val_size=N and search val_accuracy (or val_loss)")
-        check_metric(metric, val_size, key)
+        if settings.metric is None:
+            metrics, key = [objective_metric(objective.metric, val_size or 0)], "objective.metric"
+        else:
+            metrics, key = _as_list(settings.metric), "hydra.sweeper.metric"
+        if settings.direction is not None:
+            directions = _as_list(settings.direction)
+        elif settings.metric is None and objective.direction is not None:
+            directions = [objective.direction]
+        else:
+            directions = [METRIC_DIRECTIONS.get(metric, "maximize") for metric in metrics]
+        if len(directions) != len(metrics):
+            raise ConfigError(f"hydra.sweeper: {len(metrics)} metric(s) {metrics} but {len(directions)} direction(s) "
+                              f"{directions}; give one direction per metric")
+        for metric in metrics:
+            if metric.startswith("test_"):
+                raise ConfigError(f"{key}={metric}: searches never optimise the test set; "
+                                  "set dataset.val_size=N and search val_accuracy (or val_loss)")
+            if val_size is not None:
+                check_metric(metric, val_size, key)
+    for direction in directions:
         if direction not in ("maximize", "minimize"):
             raise ConfigError(f"hydra.sweeper.direction={direction}: must be maximize or minimize")
     return StudySpec(settings.storage, settings.study_name, directions, metrics, settings.pruner,
@@ -82,38 +92,52 @@ class Search:
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         self.worker = this_worker()
         self.failures: list[str] = []
+        self.finished_here = 0
         self.n_jobs = launcher.slots if settings.n_jobs is None else settings.n_jobs
         if self.n_jobs < 1:
             raise ConfigError(f"hydra.sweeper.n_jobs={settings.n_jobs}: must be a positive number of trials at once, "
                               "or null for one per launcher slot")
+        rate = settings.max_failure_rate
+        if rate is not None and not 0.0 <= rate <= 1.0:
+            raise ConfigError(f"hydra.sweeper.max_failure_rate={rate}: must be between 0.0 and 1.0")
+        if settings.timeout is not None and settings.timeout <= 0:
+            raise ConfigError(f"hydra.sweeper.timeout={settings.timeout}: must be a positive number of seconds, or null")
 
     def run(self, arguments: list[str]) -> None:
         settings = self.settings
-        params = [f"{key}={value}" for key, value in settings.params.items()] + list(arguments)
-        distributions, fixed = parse_search_space(params)
-        fixed_overrides = [f"{key}={value}" for key, value in fixed.items()]
-        spec = study_spec(settings, hydra_internals.compose_job_config(self.hydra_context, self.config,
-                                                                       fixed_overrides, 0))
-        grid = grid_values(distributions) if settings.sampler == "grid" else None
+        space = search_space(settings.params, arguments, conditional_params=settings.conditional_params,
+                             old_search_space=settings.search_space, custom_search_space=settings.custom_search_space)
+        job_config = self._compose(space.fixed_overrides())
+        spec = study_spec(settings, job_config)
+        config_values = self._check_keys(space, job_config)
+        grid = space.grid() if _is_grid(settings.sampler) else None
+        sampler = make_sampler(settings.sampler, dict(settings.sampler_options), settings.seed, grid)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         write_atomic(self.sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # marks a sweep folder
+        if spec.storage is None:
+            spec.storage = sweep_storage(self.sweep_dir)
+        study = optuna.create_study(study_name=spec.study_name, storage=spec.open_storage(),
+                                    directions=spec.directions, sampler=sampler, pruner=spec.make_pruner(),
+                                    load_if_exists=True)
+        spec.study_name = study.study_name
         study_file = spec.write(self.sweep_dir).resolve()
-        study = optuna.create_study(
-            study_name=spec.study_name, storage=spec.open_storage(), directions=spec.directions,
-            sampler=make_sampler(settings.sampler, dict(settings.sampler_options), settings.seed, grid),
-            pruner=spec.make_pruner(), load_if_exists=True,
-        )
+        space.check_unchanged(study.study_name, _recorded_distributions(study))
         settle_orphans(study, spec.metrics)
+        if settings.enqueue_baseline:
+            self._enqueue_baseline(study, space, config_values, grid)
         total = settings.n_trials if grid is None else min(settings.n_trials, math.prod(map(len, grid.values())))
-        log.info("study %s in %s: %d of %d trials finished; sampler %s, pruner %s, %d at once",
-                 spec.study_name, spec.storage_label, count_trials(study, FINISHED), total, settings.sampler,
-                 spec.pruner if len(spec.directions) == 1 else "none (multi-objective)", self.n_jobs)
+        progress = Progress(total, "trials", already=count_trials(study, FINISHED), budget=settings.timeout)
+        log.info("study %s in %s: %d of %d trials finished; sampler %s, pruner %s, %d at once%s",
+                 spec.study_name, spec.storage_label, progress.already, total, type(sampler).__name__,
+                 _pruner_label(spec), self.n_jobs,
+                 f", no new trial after {duration(settings.timeout)}" if settings.timeout else "")
 
         def next_job() -> tuple[optuna.Trial, TrialJob]:
-            trial = study.ask(fixed_distributions=distributions)
+            trial = study.ask(fixed_distributions=space.distributions)
+            space.suggest(trial, self.config, config_values)
             trial.set_user_attr(WORKER_ATTR, self.worker)
             overrides = [as_override(key, value) for key, value in trial.params.items()]
-            overrides += [*fixed_overrides, f"+hydra.job.env_set.{STUDY_ENV}='{study_file}'",
+            overrides += [*space.fixed_overrides(), f"+hydra.job.env_set.{STUDY_ENV}='{study_file}'",
                           f"+hydra.job.env_set.{TRIAL_ENV}={trial.number}"]
             started = lambda run_dir: trial.set_user_attr(RUN_DIR_ATTR, str(run_dir))  # noqa: E731
             return trial, TrialJob(trial.number, tuple(overrides), started)
@@ -121,7 +145,8 @@ class Search:
         running: dict[Future[JobOutcome], optuna.Trial] = {}
         with ThreadPoolExecutor(max_workers=self.n_jobs) as pool:
             while True:
-                while len(running) < self.n_jobs and not self._stopping() and self._remaining(study, total) > 0:
+                while (len(running) < self.n_jobs and not self._stopping() and not progress.out_of_time()
+                       and self._remaining(study, total) > 0):
                     trial, job = next_job()
                     running[pool.submit(self.launcher.run_trial, job)] = trial
                 if not running:
@@ -129,23 +154,89 @@ class Search:
                 done, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in done:
                     self._tell(study, spec, running.pop(future), future.result())
+                log.info("%s", progress.line(count_trials(study, FINISHED), len(running),
+                                             count_trials(study, (TrialState.PRUNED,)),
+                                             count_trials(study, (TrialState.FAIL,)), _best(study, spec)))
         self._write_results(study, spec)
         if self._stopping():
+            limit = (f"hydra.sweeper.max_failure_rate={settings.max_failure_rate}" if settings.max_failure_rate is not None
+                     else f"hydra.sweeper.max_failures={settings.max_failures}")
             raise CnnsweepError(
-                f"search stopped: {len(self.failures)} trials failed (hydra.sweeper.max_failures="
-                f"{settings.max_failures}); last: {self.failures[-1]}; fix it, then rerun the same command to resume"
+                f"search stopped: {len(self.failures)} of {self.finished_here} trials failed ({limit}); last: "
+                f"{self.failures[-1]}; fix it, then rerun the same command to resume"
             )
+        if progress.out_of_time() and self._remaining(study, total) > 0:
+            log.info("time budget of %s used (hydra.sweeper.timeout); %d trials still to run: rerun the same command "
+                     "to go on", duration(settings.timeout or 0), self._remaining(study, total))
+
+    def _compose(self, overrides: list[str]) -> DictConfig:
+        try:
+            return hydra_internals.compose_job_config(self.hydra_context, self.config, overrides, 0)
+        except Exception as error:  # Hydra's composition report, several lines
+            first = str(error).strip().splitlines()[0]
+            raise ConfigError(f"hydra.sweeper.params: {' '.join(overrides)}: {first}") from error
+
+    def _check_keys(self, space: SearchSpace, job_config: DictConfig) -> dict[str, Any]:
+        """Every searched key exists (each choice of a config group too), before any trial trains; returns
+        the composed config's values of the searched and condition keys."""
+        keys = [*space.distributions, *(condition.key for condition, _ in space.conditional)]
+        values = {key: config_value(job_config, key) for key in keys}
+        for key, distribution in space.distributions.items():
+            self._check_key(key, distribution, job_config, space.fixed_overrides(), "hydra.sweeper.params")
+        for condition, distributions in space.conditional:
+            overrides = [*space.fixed_overrides(), condition.text]
+            condition_config = self._compose(overrides)
+            for key, distribution in distributions.items():
+                self._check_key(key, distribution, condition_config, overrides,
+                                f"hydra.sweeper.conditional_params.{condition.text}")
+                values.setdefault(key, config_value(job_config, key))
+        return {key: value for key, value in values.items() if value is not MISSING_VALUE}
+
+    def _check_key(self, key: str, distribution: BaseDistribution, job_config: DictConfig, overrides: list[str],
+                   setting: str) -> None:
+        if key.startswith(("+", "~")):
+            return
+        if config_value(job_config, key) is MISSING_VALUE:
+            raise ConfigError(f"{setting}.{key}: no such key in the composed config; check its spelling, or "
+                              f"write +{key} to add a new one")
+        if key in job_config.hydra.runtime.choices and isinstance(distribution, CategoricalDistribution):
+            for choice in distribution.choices:
+                self._compose([*overrides, as_override(key, choice)])
+
+    def _enqueue_baseline(self, study: optuna.Study, space: SearchSpace, config_values: dict[str, Any],
+                          grid: Optional[dict[str, list[Any]]]) -> None:
+        """Trial 0 of a new study: the composed config itself, marked as the baseline."""
+        if any(trial.user_attrs.get(BASELINE_ATTR) for trial in study.get_trials(deepcopy=False)):
+            return
+        params, reason = space.baseline(config_values, grid)
+        if reason is not None:
+            log.warning("the composed config is not trial %d (%s); set hydra.sweeper.enqueue_baseline=false to "
+                        "silence this", len(study.trials), reason)
+            return
+        study.enqueue_trial(params, user_attrs={BASELINE_ATTR: True})
+        log.info("trial %d is the baseline: %s", len(study.trials) - 1,
+                 " ".join(as_override(key, value) for key, value in params.items()) or "the composed config")
 
     def _remaining(self, study: optuna.Study, total: int) -> int:
         """Trials still to start for the study's total, counting those other workers are running."""
         return total - count_trials(study, FINISHED + (TrialState.RUNNING,))
 
     def _stopping(self) -> bool:
+        rate = self.settings.max_failure_rate
+        if rate is not None:
+            return bool(self.failures) and len(self.failures) > rate * self.finished_here
         return len(self.failures) > self.settings.max_failures
 
     def _tell(self, study: optuna.Study, spec: StudySpec, trial: optuna.Trial, result: JobOutcome) -> None:
+        self.finished_here += 1
         trial.set_user_attr(RUN_DIR_ATTR, str(result.run_dir))
-        state, values, error = trial_outcome(result.run_dir, spec.metrics)
+        if spec.metrics:
+            state, values, error = trial_outcome(result.run_dir, spec.metrics)
+        elif result.error is not None or result.job_return is None:
+            state, values, error = TrialState.FAIL, None, result.error
+        else:
+            state, values, error = returned_outcome(hydra_internals.stored_value(result.job_return),
+                                                    len(spec.directions))
         if state is TrialState.FAIL:
             error = error or result.error or "the job failed"
             trial.set_user_attr(ERROR_ATTR, error)
@@ -153,30 +244,68 @@ class Search:
             log.warning("trial %d failed: %s", trial.number, error)
         tell(study, trial, state, values)
         if state is TrialState.COMPLETE:
-            log.info("trial %d: %s", trial.number, ", ".join(f"{m} {v:.4g}" for m, v in zip(spec.metrics, values)))
+            log.info("trial %d: %s", trial.number, ", ".join(f"{m} {v:.4g}" for m, v in zip(spec.objectives, values)))
         elif state is TrialState.PRUNED:
             log.info("trial %d pruned", trial.number)
 
     def _write_results(self, study: optuna.Study, spec: StudySpec) -> None:
+        """optimization_results.yaml: hydra-optuna-sweeper's keys (name, best_params and best_value, or
+        solutions), with the trial numbers and run folders beside them."""
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not complete:
             log.warning("no trial of study %s has completed yet", spec.study_name)
             return
+        results: dict[str, Any] = {"name": "optuna", "study_name": spec.study_name, "directions": spec.directions,
+                                   "metrics": spec.objectives}
         if len(spec.directions) == 1:
             best = study.best_trial
-            results: dict[str, Any] = {"study_name": spec.study_name, "metric": spec.metrics[0],
-                                       "best_trial": best.number, "best_value": best.value,
-                                       "best_params": best.params,
-                                       "best_run_dir": best.user_attrs.get(RUN_DIR_ATTR)}
-            log.info("best trial %d: %s %.4f with %s (%s)", best.number, spec.metrics[0], best.value,
+            results.update(best_params=best.params, best_value=best.value, best_trial=best.number,
+                           best_run_dir=best.user_attrs.get(RUN_DIR_ATTR), metric=spec.objectives[0])
+            log.info("best trial %d: %s %.4f with %s (%s)", best.number, spec.objectives[0], best.value,
                      best.params, best.user_attrs.get(RUN_DIR_ATTR))
         else:
-            front = [{"trial": trial.number, "values": dict(zip(spec.metrics, trial.values)),
-                      "params": trial.params, "run_dir": trial.user_attrs.get(RUN_DIR_ATTR)}
-                     for trial in study.best_trials]
-            results = {"study_name": spec.study_name, "metrics": spec.metrics,
-                       "directions": spec.directions, "pareto_front": front}
-            log.info("Pareto front of %d trials:", len(front))
-            for point in front:
-                log.info("  trial %d: %s with %s", point["trial"], point["values"], point["params"])
+            results["solutions"] = [{"params": trial.params, "values": list(trial.values), "trial": trial.number,
+                                     "run_dir": trial.user_attrs.get(RUN_DIR_ATTR)} for trial in study.best_trials]
+            log.info("Pareto front of %d trials:", len(results["solutions"]))
+            for point in results["solutions"]:
+                log.info("  trial %d: %s with %s", point["trial"], dict(zip(spec.objectives, point["values"])),
+                         point["params"])
         write_atomic(self.sweep_dir / "optimization_results.yaml", OmegaConf.to_yaml(OmegaConf.create(results)))
+
+
+MISSING_VALUE = object()
+
+
+def config_value(job_config: DictConfig, key: str) -> Any:
+    """A key's value in a composed config: a config group's chosen option, else the node's value."""
+    choices = job_config.hydra.runtime.choices
+    if key in choices:
+        return choices[key]
+    value = OmegaConf.select(job_config, key, default=MISSING_VALUE)
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def _is_grid(sampler: Any) -> bool:
+    target = sampler if isinstance(sampler, str) else str(sampler.get("_target_", ""))
+    return target in ("grid", "optuna.samplers.GridSampler")
+
+
+def _recorded_distributions(study: optuna.Study) -> dict[str, BaseDistribution]:
+    """Each parameter's distribution as the study's latest trial of it recorded it."""
+    recorded: dict[str, BaseDistribution] = {}
+    for trial in study.get_trials(deepcopy=False):
+        recorded.update(trial.distributions)
+    return recorded
+
+
+def _pruner_label(spec: StudySpec) -> str:
+    if len(spec.directions) > 1:
+        return "none (multi-objective)"
+    return spec.pruner if spec.metrics else "none (the task returns its objective)"
+
+
+def _best(study: optuna.Study, spec: StudySpec) -> Optional[str]:
+    if len(spec.directions) != 1 or not count_trials(study, (TrialState.COMPLETE,)):
+        return None
+    best = study.best_trial
+    return f"{spec.objectives[0]} {best.value:.4g} (trial {best.number})"

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import optuna
+from hydra._internal.utils import _locate
 from hydra.utils import instantiate
 from optuna.trial import FrozenTrial, TrialState
 
@@ -38,6 +39,8 @@ WORKER_ATTR = "cnnsweep_worker"  # host:pid of the sweep process that launched t
 RUN_DIR_ATTR = "cnnsweep_run_dir"
 ERROR_ATTR = "cnnsweep_error"
 REQUEUED_ATTR = "cnnsweep_requeued_from"  # on a trial that reruns an interrupted one
+BASELINE_ATTR = "cnnsweep_baseline"  # on the trial that runs the composed config itself (trial 0)
+JOURNAL_FILE = "optuna.journal"  # `storage: null`: the study of this sweep only, in its folder
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 
@@ -61,12 +64,19 @@ PRUNERS = {
 
 @dataclass
 class StudySpec:
-    storage: Union[str, dict[str, Any]]  # an Optuna storage URL, or a `_target_` config of a storage
-    study_name: str
+    storage: Union[None, str, dict[str, Any]]  # an Optuna storage URL, a `_target_` storage config; None: sweep_storage
+    study_name: Optional[str]  # None until the study is created with a generated name
     directions: list[str]
-    metrics: list[str]  # the metrics.json fields that are the study's objective values
+    metrics: list[str]  # the metrics.json fields that are the objective values; none: the task's return value
     pruner: str = "median"
     pruner_options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def objectives(self) -> list[str]:
+        """The objectives' names: the metrics, or `value` (`value_0`, ...) for a returned objective."""
+        if self.metrics:
+            return self.metrics
+        return ["value"] if len(self.directions) == 1 else [f"value_{index}" for index in range(len(self.directions))]
 
     def write(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
@@ -100,6 +110,9 @@ class StudySpec:
         if isinstance(self.storage, str):
             scheme, _, rest = self.storage.partition("://")
             return f"{scheme}://{rest.split('@')[-1]}" if "@" in rest else self.storage
+        backend = self.storage.get("log_storage")
+        if isinstance(backend, dict) and backend.get("file_path"):
+            return f"journal file {backend['file_path']}"
         return str(self.storage.get("_target_", "a custom storage"))
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
@@ -112,18 +125,61 @@ class StudySpec:
             raise ConfigError(f"hydra.sweeper.pruner_options for pruner={self.pruner}: {error}") from error
 
 
-def make_sampler(name: str, options: dict[str, Any], seed: Optional[int],
+def sweep_storage(sweep_dir: Path) -> dict[str, Any]:
+    """`storage: null`: an Optuna journal file in the sweep folder, so the study lasts as long as that
+    folder (an in-memory study's meaning) while every trial's job process can still report to it."""
+    return {"_target_": "optuna.storages.JournalStorage",
+            "log_storage": {"_target_": "optuna.storages.journal.JournalFileBackend",
+                            "file_path": str((sweep_dir / JOURNAL_FILE).resolve())}}
+
+
+# hydra-optuna-sweeper's sampler configs pass these at these values; Optuna has deprecated them and
+# behaves the same (or only warns less) without them, so they are left out and print no warnings.
+_PLUGIN_DEFAULTS_OPTUNA_DEPRECATED = {
+    "TPESampler": {"consider_prior": True, "prior_weight": 1.0, "consider_magic_clip": True,
+                   "consider_endpoints": False, "warn_independent_sampling": True},
+    "CmaEsSampler": {"inc_popsize": 2},  # only used with restart_strategy, itself deprecated
+}
+
+
+def make_sampler(sampler: Union[str, dict[str, Any]], options: dict[str, Any], seed: Optional[int],
                  grid: Optional[dict[str, list[Any]]] = None) -> optuna.samplers.BaseSampler:
-    factory = _by_name(SAMPLERS, name, "hydra.sweeper.sampler")
-    arguments = dict(options)
-    if name == "grid":
-        arguments["search_space"] = grid
+    """A sampler from its short name or a `hydra/sweeper/sampler` config, with `sampler_options` and
+    `seed` on top; a config's null fields mean the sampler's own defaults."""
+    if isinstance(sampler, str):
+        factory, arguments, key = _by_name(SAMPLERS, sampler, "hydra.sweeper.sampler"), {}, "hydra.sweeper.sampler_options"
+    else:
+        factory, key = _sampler_class(str(sampler.get("_target_"))), "hydra.sweeper.sampler"
+        deprecated = _PLUGIN_DEFAULTS_OPTUNA_DEPRECATED.get(factory.__name__, {})
+        arguments = {name: value for name, value in sampler.items()
+                     if not name.startswith("_") and value is not None and deprecated.get(name, ...) != value}
+    arguments.update(options)
     if seed is not None:
+        if arguments.get("seed") not in (None, seed):
+            raise ConfigError(f"hydra.sweeper.seed={seed} and hydra.sweeper.sampler.seed={arguments['seed']} "
+                              "disagree; set one of them")
         arguments["seed"] = seed
+    if factory is optuna.samplers.GridSampler:
+        arguments["search_space"] = grid
     try:
         return factory(**arguments)
     except TypeError as error:
-        raise ConfigError(f"hydra.sweeper.sampler_options: {error}") from error
+        raise ConfigError(f"{key}: {factory.__name__} {str(error).split(') ', 1)[-1]}; "
+                          f"see its arguments in Optuna's documentation") from error
+
+
+def _sampler_class(target: str) -> type:
+    if target.rpartition(".")[2] == "MOTPESampler" and not hasattr(optuna.samplers, "MOTPESampler"):
+        raise ConfigError(f"hydra/sweeper/sampler=motpe: optuna {optuna.__version__} has no MOTPESampler "
+                          "(removed in 4.0); use hydra/sweeper/sampler=tpe, which searches several objectives too")
+    try:
+        factory = _locate(target)
+    except Exception as error:  # Hydra's multi-line ImportError
+        raise ConfigError(f"hydra.sweeper.sampler._target_={target}: cannot import it; "
+                          "give an optuna.samplers class or your own sampler's dotted path") from error
+    if not (isinstance(factory, type) and issubclass(factory, optuna.samplers.BaseSampler)):
+        raise ConfigError(f"hydra.sweeper.sampler._target_={target}: not an Optuna sampler class")
+    return factory
 
 
 def _by_name(table: dict[str, Any], name: str, key: str) -> Any:
@@ -154,6 +210,21 @@ def trial_outcome(run_dir: Path, metrics: list[str]) -> tuple[TrialState, Option
     return TrialState.COMPLETE, [float(value) for value in values], None
 
 
+def returned_outcome(value: Any, objectives: int) -> tuple[TrialState, Optional[list[float]], Optional[str]]:
+    """The state and values of a trial whose task returns its objective (any Hydra app, as with
+    hydra-optuna-sweeper): a number, or one number per objective."""
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    try:
+        values = [float(item) for item in items]
+    except (TypeError, ValueError):
+        return TrialState.FAIL, None, f"the task returned {value!r}, not {objectives} number(s)"
+    if len(values) != objectives:
+        return TrialState.FAIL, None, f"the task returned {len(values)} value(s) for {objectives} objective(s)"
+    if not all(math.isfinite(item) for item in values):
+        return TrialState.FAIL, None, f"the task returned {value!r}, which is not finite"
+    return TrialState.COMPLETE, values, None
+
+
 def count_trials(study: optuna.Study, states: Sequence[TrialState]) -> int:
     """Trials in `states`, leaving out interrupted ones that were queued again (their rerun counts)."""
     trials = study.get_trials(deepcopy=False)
@@ -181,14 +252,19 @@ def settle_orphans(study: optuna.Study, metrics: list[str]) -> None:
             continue
         worker = frozen.user_attrs.get(WORKER_ATTR)
         state, values, _ = trial_outcome(Path(frozen.user_attrs.get(RUN_DIR_ATTR, "")), metrics)
-        if state is TrialState.FAIL:
+        if state is TrialState.FAIL or not metrics:  # a returned objective is lost with its sweep
             tell(study, frozen.number, TrialState.FAIL, None)
-            study.enqueue_trial(frozen.params, user_attrs={REQUEUED_ATTR: frozen.number})
+            study.enqueue_trial(frozen.params, user_attrs={REQUEUED_ATTR: frozen.number,
+                                                           **_baseline_mark(frozen)})
             log.warning("trial %d was interrupted with its sweep (%s); queued again", frozen.number, worker)
         else:
             tell(study, frozen.number, state, values)
             log.info("trial %d finished after its sweep (%s) died; recorded as %s",
                      frozen.number, worker, state.name.lower())
+
+
+def _baseline_mark(trial: FrozenTrial) -> dict[str, Any]:
+    return {BASELINE_ATTR: True} if trial.user_attrs.get(BASELINE_ATTR) else {}
 
 
 def _orphaned(trial: FrozenTrial, host: str) -> bool:

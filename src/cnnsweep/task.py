@@ -103,7 +103,7 @@ def _run(cfg: DictConfig, trainer: Trainer, run_dir: Path, record: RunRecord, in
 
     trial = TrialReporter.from_environment()  # set when an Optuna search launched this run
     if trial is not None:
-        record.update(trial=trial.number)
+        record.update(trial=trial.number, baseline=trial.baseline)
 
     def on_epoch(row: dict[str, Any]) -> bool:
         record.update(epochs_completed=row["epoch"])

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import optuna
 
-from cnnsweep.study import STUDY_ENV, TRIAL_ENV, StudySpec
+from cnnsweep.study import BASELINE_ATTR, STUDY_ENV, TRIAL_ENV, StudySpec
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +26,9 @@ class TrialReporter:
         study_id = storage.get_study_id_from_name(spec.study_name)
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
         self.trial = optuna.trial.Trial(study, trial_id)
-        self.metric = spec.metrics[0]
-        self.prunable = len(spec.directions) == 1
+        self.metric = spec.objectives[0]
+        self.prunable = len(spec.directions) == 1 and bool(spec.metrics)
+        self.baseline = bool(self.trial.user_attrs.get(BASELINE_ATTR))  # the search's trial 0
 
     @classmethod
     def from_environment(cls) -> Optional["TrialReporter"]:

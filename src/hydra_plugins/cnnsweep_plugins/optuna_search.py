@@ -16,19 +16,22 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from cnnsweep.plugin_config import OptunaSearchConf
+from cnnsweep.plugin_config import SAMPLER_CONFIGS, OptunaSearchConf
 
 if TYPE_CHECKING:
     from cnnsweep.search import Search
 
 ConfigStore.instance().store(group="hydra/sweeper", name="cnnsweep_optuna", node=OptunaSearchConf,
                              provider="cnnsweep")
+for _name, _node in SAMPLER_CONFIGS.items():  # untyped, so a sweeps file may still say `sampler: tpe`
+    ConfigStore.instance().store(group="hydra/sweeper/sampler", name=_name,
+                                 node=OmegaConf.to_container(OmegaConf.structured(_node)), provider="cnnsweep")
 
 
 class OptunaSearchSweeper(Sweeper):
     def __init__(self, **settings: Any) -> None:
         plain = {key: OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
-                 for key, value in settings.items()}
+                 for key, value in settings.items() if key != "defaults"}
         self.settings = OptunaSearchConf(**plain)
         self.search: Optional["Search"] = None
 
