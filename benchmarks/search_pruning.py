@@ -39,8 +39,7 @@ def search(pruner: str, args: argparse.Namespace, workdir: Path) -> dict:
     sweep = workdir / f"search-{pruner}"
     seconds = run(["-m", "sweeps=baseline_tpe", f"hydra.sweeper.n_trials={args.trials}", "hydra.sweeper.seed=0",
                    f"hydra.sweeper.pruner={pruner}", f"hydra.sweeper.study_name=bench-{pruner}",
-                   f"hydra.sweeper.sampler={args.sampler}",
-                   *([] if args.sampler == "tpe" else ["~hydra.sweeper.sampler_options.n_startup_trials"]),
+                   f"hydra/sweeper/sampler={args.sampler}",
                    f"hydra.sweeper.storage=sqlite:///{workdir / 'bench.db'}", f"hydra.sweep.dir={sweep}",
                    f"dataset.max_train={args.max_train}", f"training.epochs={args.epochs}"], workdir)
     board = pd.read_csv(sweep / "leaderboard.csv")

@@ -55,7 +55,7 @@ def cnnsweep_search(name: str, seed: int, sampler: str, budget: float, workdir: 
     sweep, storage = workdir / f"{name}-{seed}", f"sqlite:///{workdir / f'{name}-{seed}.db'}"
     extra = ["launcher.jobs_per_worker=1"] if name == "fresh" else []
     if sampler != "tpe":
-        extra += [f"hydra.sweeper.sampler={sampler}", "~hydra.sweeper.sampler_options.n_startup_trials"]
+        extra.append(f"hydra/sweeper/sampler={sampler}")
     started = run_for([sys.executable, str(ROOT / "src" / "run.py"), "-m", "sweeps=baseline_tpe", "launcher=parallel",
                        *PROTOCOL, *extra, "hydra.sweeper.n_trials=1000", f"hydra.sweeper.seed={seed}",
                        f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={sweep}"], budget, workdir)

@@ -25,6 +25,7 @@ from optuna.trial import TrialState
 from packaging.specifiers import SpecifierSet
 
 from cnnsweep import hydra_internals
+from cnnsweep.errors import ConfigError
 from cnnsweep.launching import HydraLauncherAdapter, JobOutcome, TrialJob, TrialLauncher, trial_launcher
 from conftest import CONF_DIR, FAKE_RUN, ROOT
 from hydra_plugins.cnnsweep_plugins.process_launcher import ProcessLauncher
@@ -131,7 +132,9 @@ def test_the_internals_compose_and_describe_a_job(tmp_path: Path) -> None:
     assert (job_config.model.filters, job_config.seed, job_config.hydra.job.num) == (8, 3, 11)
     assert hydra_internals.job_dir(job_config) == tmp_path / "sweep" / "11"
     failed = hydra_internals.job_return(job_config, JobStatus.FAILED, ValueError("no such file"))
-    assert hydra_internals.job_error(failed) == "no such file"
+    assert hydra_internals.job_error(failed) == "ValueError: no such file"
+    ours = hydra_internals.job_return(job_config, JobStatus.FAILED, ConfigError("dataset.path=x: no such file"))
+    assert hydra_internals.job_error(ours) == "dataset.path=x: no such file"  # already one line that names the key
     assert hydra_internals.output_dir(failed) == tmp_path / "sweep" / "11"
     assert list(failed.overrides) == ["model.filters=8", "seed=3"] and "hydra" not in failed.cfg
     completed = hydra_internals.job_return(job_config, JobStatus.COMPLETED, 0.97)

@@ -100,6 +100,10 @@ class Search:
         rate = settings.max_failure_rate
         if rate is not None and not 0.0 <= rate <= 1.0:
             raise ConfigError(f"hydra.sweeper.max_failure_rate={rate}: must be between 0.0 and 1.0")
+        chosen = config.hydra.runtime.choices.get("hydra/sweeper/sampler")
+        if isinstance(settings.sampler, str) and chosen not in (None, "tpe", settings.sampler):
+            raise ConfigError(f"hydra/sweeper/sampler={chosen} is replaced by `sampler: {settings.sampler}` (a sweeps "
+                              f"file's short form); choose one: hydra.sweeper.sampler={chosen} replaces it")
         if settings.timeout is not None and settings.timeout <= 0:
             raise ConfigError(f"hydra.sweeper.timeout={settings.timeout}: must be a positive number of seconds, or null")
 

@@ -11,12 +11,13 @@ trials left RUNNING by a sweep process that died on this host are settled when t
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
 import os
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
@@ -26,6 +27,7 @@ from hydra.utils import instantiate
 from optuna.trial import FrozenTrial, TrialState
 
 from cnnsweep.errors import ConfigError
+from cnnsweep.plugin_config import SAMPLER_CONFIGS
 from cnnsweep.records import METRICS_FILE, write_json
 
 log = logging.getLogger(__name__)
@@ -142,6 +144,10 @@ _PLUGIN_DEFAULTS_OPTUNA_DEPRECATED = {
 }
 
 
+_SAMPLER_FIELDS = {name for sampler in SAMPLERS.values() for name in inspect.signature(sampler).parameters} | {
+    config_field.name for config in SAMPLER_CONFIGS.values() for config_field in fields(config)}
+
+
 def make_sampler(sampler: Union[str, dict[str, Any]], options: dict[str, Any], seed: Optional[int],
                  grid: Optional[dict[str, list[Any]]] = None) -> optuna.samplers.BaseSampler:
     """A sampler from its short name or a `hydra/sweeper/sampler` config, with `sampler_options` and
@@ -153,6 +159,7 @@ def make_sampler(sampler: Union[str, dict[str, Any]], options: dict[str, Any], s
         deprecated = _PLUGIN_DEFAULTS_OPTUNA_DEPRECATED.get(factory.__name__, {})
         arguments = {name: value for name, value in sampler.items()
                      if not name.startswith("_") and value is not None and deprecated.get(name, ...) != value}
+        arguments = _without_other_samplers_fields(factory, arguments)
     arguments.update(options)
     if seed is not None:
         if arguments.get("seed") not in (None, seed):
@@ -166,6 +173,19 @@ def make_sampler(sampler: Union[str, dict[str, Any]], options: dict[str, Any], s
     except TypeError as error:
         raise ConfigError(f"{key}: {factory.__name__} {str(error).split(') ', 1)[-1]}; "
                           f"see its arguments in Optuna's documentation") from error
+
+
+def _without_other_samplers_fields(factory: type, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Fields another sampler takes (a sweeps file's `n_startup_trials` after `hydra/sweeper/sampler=random`
+    on the command line) are dropped with a warning; a name no sampler takes stays, and fails as a typo."""
+    accepted = inspect.signature(factory).parameters
+    kept = {}
+    for name, value in arguments.items():
+        if name not in accepted and name in _SAMPLER_FIELDS:
+            log.warning("hydra.sweeper.sampler.%s=%s does not apply to %s; ignored", name, value, factory.__name__)
+        else:
+            kept[name] = value
+    return kept
 
 
 def _sampler_class(target: str) -> type:
