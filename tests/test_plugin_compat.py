@@ -6,6 +6,7 @@ TensorFlow-free: the apps are Hydra apps that return x**2 + y**2 and the like.""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from conftest import ROOT, command_env
+from conftest import RUN, ROOT, TINY_RUN, command_env
 
 EXAMPLES = ROOT / "tests" / "plugin_examples"
 
@@ -118,3 +119,26 @@ def test_max_failure_rate(tmp_path: Path, max_failure_rate: float) -> None:
         assert "(hydra.sweeper.max_failure_rate=0.5)" in line and "RuntimeError: cfg.error is True" in line
     else:
         assert result.returncode == 0 and len(trials) == 20
+
+
+@pytest.mark.tensorflow
+def test_a_plugin_style_search_of_the_real_task(mnist_dir: Path, tmp_path: Path) -> None:
+    """The plugin's command-line form against src/run.py: trials train real Keras models, the objective is
+    each run's val_accuracy, trial 0 is the composed config, and the in-memory-style study keeps every trial."""
+    result = subprocess.run(
+        [*RUN, "--multirun", "hydra/sweeper=cnnsweep_optuna", "hydra/sweeper/sampler=tpe", "hydra.sweeper.sampler.seed=123",
+         "hydra.sweeper.storage=null", "hydra.sweeper.study_name=null", "hydra.sweeper.n_trials=2",
+         "model.kernel_size=choice(2, 3)", *TINY_RUN, "training.epochs=1", "dataset.val_size=256",
+         f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+        cwd=tmp_path, env=command_env(CNNSWEEP_DATA_DIR=str(mnist_dir)), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    returns = OmegaConf.load(tmp_path / "sweep" / "optimization_results.yaml")
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(
+        str(tmp_path / "sweep" / "optuna.journal")))
+    study = optuna.load_study(study_name=returns.study_name, storage=storage)
+    assert [trial.params["model.kernel_size"] for trial in study.trials][0] == 3  # the composed config first
+    assert study.trials[0].user_attrs["cnnsweep_baseline"] is True
+    for trial in study.trials:
+        record = json.loads((Path(trial.user_attrs["cnnsweep_run_dir"]) / "metrics.json").read_text())
+        assert record["status"] == "completed" and trial.value == record["val_accuracy"] > 0.5
+    assert returns.metric == "val_accuracy" and returns.best_value == max(trial.value for trial in study.trials)

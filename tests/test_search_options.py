@@ -13,11 +13,25 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-from conftest import FAKE_RUN, command_env
+from conftest import CONF_DIR, FAKE_RUN, ROOT, command_env
 from test_search import fake_search_args
+
+from cnnsweep.search import study_spec
+from cnnsweep.search_space import search_space
+from cnnsweep.study import make_sampler
+
+
+@pytest.fixture
+def compose_config_with_hydra():
+    def _compose(*overrides: str):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    return _compose
 
 
 def tiny_args(tiny_data: Path, tmp_path: Path, sweep: str = "quick", folder: str = "sweep") -> list[str]:
@@ -140,3 +154,20 @@ def test_a_changed_search_space_on_resume_is_refused(run_cli, tiny_data: Path, t
         "error: hydra.sweeper.params.model.kernel_size: study quick searched it as choice(2, 3), now choice(3, 4); "
         "search the old values, or start a new study with hydra.sweeper.study_name=<new name>")
     assert not list((tmp_path / "second").glob("[0-9]*"))
+
+
+@pytest.mark.parametrize("name", sorted(path.stem for path in (ROOT / "sweeps").glob("*.yaml")))
+def test_every_shipped_sweeps_file_makes_a_search(compose_config_with_hydra, name: str) -> None:
+    """Each sweeps/*.yaml composes, and its space, objective and sampler build as the search builds them."""
+    config = compose_config_with_hydra(f"sweeps={name}")
+    sweeper = instantiate(config.hydra.sweeper)
+    settings = sweeper.settings
+    space = search_space(settings.params, [], conditional_params=settings.conditional_params,
+                         old_search_space=settings.search_space, custom_search_space=settings.custom_search_space)
+    spec = study_spec(settings, config)
+    sampler = make_sampler(settings.sampler, dict(settings.sampler_options), settings.seed,
+                           space.grid() if settings.sampler == "grid" else None)
+    assert space.distributions and spec.metrics and not any(metric.startswith("test_") for metric in spec.metrics)
+    assert isinstance(sampler, optuna.samplers.BaseSampler)
+    assert space.baseline({**{key: OmegaConf.select(config, key) for key in space.searched()},
+                           "optimizer": config.optimizer.name})[1] is None  # the tutorial is inside each space
