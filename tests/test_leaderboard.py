@@ -39,6 +39,12 @@ def test_grid_multirun_writes_its_leaderboard(grid_sweep) -> None:
     assert (board["objective"] == board["test_accuracy"]).all()
     assert set(board["sweep"]) == {"grid"} and set(board["run"]) == {f"grid/{job}" for job in range(4)}
     assert "leaderboard of 4 runs" in result.stdout and "model.filters" in result.stdout
+    # what won, at a glance: outcome, then the keys that vary, then the metrics
+    assert list(board.columns[:7]) == ["rank", "run", "status", "objective", "vs_baseline", "model.filters", "seed"]
+    # the baseline: the jobs with the sweep's composed value (TINY_RUN's model.filters=8)
+    assert set(board.loc[board["baseline"] == True, "model.filters"]) == {8}  # noqa: E712
+    base = board.loc[board["model.filters"] == 8, "objective"].mean()
+    assert board["vs_baseline"].tolist() == pytest.approx((board["objective"] - base).tolist())
 
 
 @pytest.mark.tensorflow

@@ -1,6 +1,6 @@
 """The `cnnsweep` command: everything besides training itself, which stays `uv run python src/run.py`.
 
-    uv run cnnsweep report [PATH ...] [--output FILE] [--top N] [--aggregate-seeds] [--no-plots]
+    uv run cnnsweep report [PATH ...] [--output FILE] [--top N] [--aggregate-seeds] [--baseline RUN] [--no-plots]
     uv run cnnsweep rerun RUN_DIR [OVERRIDES ...]
 
 Every subcommand keeps the one-line error contract of cnnsweep.errors.
@@ -29,6 +29,9 @@ def parser() -> argparse.ArgumentParser:
     report.add_argument("--top", type=int, default=10, help="rows to print (default: 10)")
     report.add_argument("--aggregate-seeds", action="store_true",
                         help="also write <output>_seeds.csv: mean, std and count over runs differing only by seed")
+    report.add_argument("--baseline", metavar="RUN",
+                        help="the run every row is compared with (a `run` value of the leaderboard); default: "
+                             "each sweep's own (a search's trial 0, a grid's job with the sweep's defaults)")
     report.add_argument("--no-plots", action="store_true", help="skip the PNG plots and the HTML report")
 
     rerun = commands.add_parser("rerun", help="train a past run again from its saved config",
@@ -45,7 +48,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         from cnnsweep.report import write_report
 
         run_with_one_line_errors(lambda: write_report(args.paths, args.output, args.top, args.aggregate_seeds,
-                                                      not args.no_plots))
+                                                      not args.no_plots, args.baseline))
     else:
         from cnnsweep.rerun import replay, rerun_arguments
 

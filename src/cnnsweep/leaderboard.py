@@ -15,15 +15,20 @@ import pandas as pd
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from cnnsweep.comparison import NOISE_LEVEL, welch_t_test
+from cnnsweep.errors import DataError
 from cnnsweep.records import METRICS_FILE, write_atomic
 
 LEADERBOARD_FILE = "leaderboard.csv"
-# metrics.json fields that become columns, in this order, after run, sweep, status and objective.
-METRIC_COLUMNS = [
-    "val_accuracy", "val_loss", "test_accuracy", "test_loss", "params", "epochs_completed",
-    "train_seconds", "seconds_per_epoch", "seed", "trial", "baseline", "error", "started_at", "finished_at",
-]
-LEAD_COLUMNS = ["run", "sweep", "status", "objective", "objective_metric", "objective_direction"]
+SWEEP_CONFIG_FILE = "multirun.yaml"  # Hydra's sweep config: the composed defaults of a sweep's jobs
+# The order that answers "what won": rank and outcome, then the config keys that vary (between these
+# columns), then the main metrics, then the rest.
+LEAD_COLUMNS = ["rank", "run", "status", "objective", "vs_baseline"]
+MAIN_METRICS = ["val_accuracy", "val_loss", "test_accuracy", "test_loss", "params", "epochs_completed",
+                "train_seconds", "seconds_per_epoch"]
+REST_COLUMNS = ["objective_metric", "objective_direction", "sweep", "seed", "trial", "baseline", "error",
+                "started_at", "finished_at"]
+RECORD_FIELDS = MAIN_METRICS + ["seed", "trial", "baseline", "error", "started_at", "finished_at"]  # from metrics.json
 # Config keys that never distinguish one experiment from another.
 # (launcher.*: how jobs were spread over devices, not what was trained).
 IGNORED_CONFIG_KEYS = ("training.progress",)
@@ -38,8 +43,10 @@ def find_run_dirs(paths: Iterable[Path]) -> list[Path]:
     return sorted(found)
 
 
-def build_leaderboard(paths: Iterable[Path]) -> pd.DataFrame:
-    """One row per run, sorted by objective (best first; runs without a value last)."""
+def build_leaderboard(paths: Iterable[Path], baseline: Optional[str] = None) -> pd.DataFrame:
+    """One row per run, best objective first, columns in the order of `LEAD_COLUMNS`, varying config
+    keys, `MAIN_METRICS`, `REST_COLUMNS`. `baseline` names the run (its `run` value or folder) every row
+    is compared with; by default each sweep's own (see cnnsweep.comparison)."""
     paths = [Path(path) for path in paths]
     rows, configs = [], []
     for run_dir in find_run_dirs(paths):
@@ -47,16 +54,83 @@ def build_leaderboard(paths: Iterable[Path]) -> pd.DataFrame:
         rows.append(row)
         configs.append(config)
     if not rows:
-        return pd.DataFrame(columns=LEAD_COLUMNS + METRIC_COLUMNS)
+        return pd.DataFrame(columns=LEAD_COLUMNS + MAIN_METRICS + REST_COLUMNS)
     frame = pd.DataFrame(rows).fillna(value=np.nan)  # missing metrics print and sort as NaN, not None
     config_frame = pd.DataFrame(configs, index=frame.index)
     varying = [
         key for key in config_frame.columns
-        if key not in IGNORED_CONFIG_KEYS and not key.startswith(IGNORED_CONFIG_PREFIXES) and key not in frame.columns
-        and config_frame[key].astype(str).nunique(dropna=False) > 1
+        if key not in IGNORED_CONFIG_KEYS and not key.startswith(IGNORED_CONFIG_PREFIXES)
+        and (key not in frame.columns or key == "seed") and config_frame[key].astype(str).nunique(dropna=False) > 1
     ]
-    frame = pd.concat([frame, config_frame[varying]], axis=1)
-    return sort_by_objective(frame).reset_index(drop=True)
+    frame = pd.concat([frame.drop(columns=[key for key in varying if key in frame.columns]), config_frame[varying]],
+                      axis=1)
+    frame["baseline"] = _baseline_rows(frame, config_frame, [key for key in varying if key != "seed"], paths, baseline)
+    frame["vs_baseline"] = _differences_to_baseline(frame, explicit=baseline is not None)
+    frame = sort_by_objective(frame).reset_index(drop=True)
+    frame.insert(0, "rank", _ranks(frame))
+    order = [*LEAD_COLUMNS, *sorted(varying, key=lambda key: key == "seed"), *MAIN_METRICS, *REST_COLUMNS]
+    return frame[[column for column in dict.fromkeys(order) if column in frame.columns]]
+
+
+def _baseline_rows(frame: pd.DataFrame, configs: pd.DataFrame, keys: list[str], roots: list[Path],
+                   named: Optional[str]) -> pd.Series:
+    """True for the baseline's runs (several when it ran with several seeds), False for the others of its
+    sweep, NaN where there is none: a named run's config, else each sweep's marked trial 0 or the jobs
+    with its multirun.yaml's values."""
+    marked = frame["baseline"].eq(True)
+    result = pd.Series(np.nan, index=frame.index, dtype=object)
+    if named is not None:
+        chosen = frame.index[(frame["run"] == named) | (frame["run"] == _relative(Path(named), roots))]
+        if chosen.empty:
+            raise DataError(f"--baseline {named}: no such run among these; give a `run` value of the leaderboard")
+        reference = configs.loc[chosen[0], keys].astype(str)
+        return (configs[keys].astype(str) == reference).all(axis=1).astype(object)
+    for sweep, rows in frame.groupby("sweep", dropna=True).groups.items():
+        if marked[rows].any():
+            result[rows] = marked[rows]
+            continue
+        defaults = _sweep_config(roots, str(sweep))
+        swept = [key for key in keys if configs.loc[rows, key].astype(str).nunique(dropna=False) > 1]
+        if defaults is None or any(key not in defaults for key in swept):
+            continue
+        matches = (configs.loc[rows, swept].astype(str) == pd.Series({key: str(defaults[key]) for key in swept})).all(axis=1)
+        if matches.any():
+            result[rows] = matches
+    return result
+
+
+def _differences_to_baseline(frame: pd.DataFrame, explicit: bool) -> pd.Series:
+    """Each row's objective minus its baseline's (the mean over the baseline's completed seeds)."""
+    objective = pd.to_numeric(frame["objective"], errors="coerce")
+    reference = frame["baseline"].eq(True) & frame["status"].eq("completed")
+    groups = [frame.index] if explicit else list(frame.groupby("sweep", dropna=True).groups.values())
+    difference = pd.Series(np.nan, index=frame.index)
+    for rows in groups:
+        base = objective[rows][reference[rows]]
+        if base.notna().any():
+            difference[rows] = objective[rows] - base.mean()
+    return difference
+
+
+def _ranks(frame: pd.DataFrame) -> pd.Series:
+    """1, 2, ... down the sorted rows that have an objective; empty for the others."""
+    has_value = pd.to_numeric(frame["objective"], errors="coerce").notna()
+    return has_value.cumsum().where(has_value).astype("Int64")
+
+
+def _sweep_config(roots: list[Path], sweep: str) -> Optional[dict[str, Any]]:
+    for root in roots:
+        base = (root if root.is_dir() else root.parent).resolve().parent
+        path = base / sweep / SWEEP_CONFIG_FILE
+        if path.is_file():
+            try:
+                config = OmegaConf.to_container(OmegaConf.load(path))
+            except (OmegaConfBaseException, ValueError):
+                return None
+            assert isinstance(config, dict)
+            config.pop("hydra", None)
+            return pd.json_normalize(config, sep=".").iloc[0].to_dict() if config else {}
+    return None
 
 
 def sort_by_objective(frame: pd.DataFrame) -> pd.DataFrame:
@@ -67,7 +141,9 @@ def sort_by_objective(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def aggregate_seeds(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std and count over runs that differ only by seed (completed runs only)."""
+    """Mean, std and count over runs that differ only by seed (completed runs only), each configuration's
+    difference to the baseline's mean, and Welch's t-test of that difference (p_value; beyond_seed_noise
+    when p < 0.05)."""
     done = frame[frame["status"] == "completed"]
     keys = [key for key in _config_columns(frame) if key != "seed"]
     measures = [column for column in ("objective", "val_accuracy", "test_accuracy") if done[column].notna().any()]
@@ -75,6 +151,15 @@ def aggregate_seeds(frame: pd.DataFrame) -> pd.DataFrame:
     grouped = numeric.groupby(keys, dropna=False) if keys else numeric.groupby(lambda _: "all")
     table = grouped[measures].agg(["mean", "std", "count"])
     table.columns = [f"{measure}_{statistic}" for measure, statistic in table.columns]
+    samples = grouped["objective"].agg(list)
+    baseline_counts = grouped["baseline"].agg(lambda values: int(values.eq(True).sum()))
+    if baseline_counts.max() > 0:
+        baseline = samples[baseline_counts.idxmax()]
+        tests = [welch_t_test(values, baseline) for values in samples]
+        table.insert(3, "vs_baseline", table["objective_mean"] - sum(baseline) / len(baseline))
+        table.insert(4, "p_value", [test.p_value if test else np.nan for test in tests])
+        table.insert(5, "beyond_seed_noise", [bool(test.p_value < NOISE_LEVEL) if test else np.nan for test in tests])
+        table.insert(6, "baseline", baseline_counts > 0)
     table = table.reset_index() if keys else table.reset_index(drop=True)
     direction = done["objective_direction"].dropna()
     ascending = not direction.empty and direction.iloc[0] == "minimize"
@@ -88,15 +173,17 @@ def write_leaderboard(frame: pd.DataFrame, path: Path) -> None:
 
 def format_table(frame: pd.DataFrame, top: int = 10) -> str:
     """The first `top` rows with the columns a reader compares, as fixed-width text."""
-    wanted = ["run", "status", "objective", "val_accuracy", "test_accuracy", "params", "epochs_completed",
-              "train_seconds"] + _config_columns(frame)
+    wanted = ["rank", "run", "status", "objective", "vs_baseline", *_config_columns(frame), "val_accuracy",
+              "test_accuracy", "params", "epochs_completed", "train_seconds"]
     shown = frame[[column for column in dict.fromkeys(wanted) if column in frame.columns]].head(top)
     return shown.to_string(index=False, float_format=lambda value: f"{value:.4f}", na_rep="-")
 
 
 def _config_columns(frame: pd.DataFrame) -> list[str]:
-    known = set(LEAD_COLUMNS + METRIC_COLUMNS)
-    return [column for column in frame.columns if column not in known]
+    """The varying config keys (seed too, when it varies), in the frame's order."""
+    known = set(LEAD_COLUMNS + MAIN_METRICS + REST_COLUMNS)
+    seed_varies = "seed" in frame.columns and frame["seed"].astype(str).nunique(dropna=False) > 1
+    return [column for column in frame.columns if column not in known or (column == "seed" and seed_varies)]
 
 
 def _read_run(run_dir: Path, roots: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -112,7 +199,7 @@ def _read_run(run_dir: Path, roots: list[Path]) -> tuple[dict[str, Any], dict[st
         objective_metric=objective.get("name"),
         objective_direction=objective.get("direction"),
     )
-    row.update({column: metrics.get(column) for column in METRIC_COLUMNS})
+    row.update({column: metrics.get(column) for column in RECORD_FIELDS})
     return row, _flat_config(run_dir)
 
 

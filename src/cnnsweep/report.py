@@ -11,11 +11,11 @@ from cnnsweep.leaderboard import LEADERBOARD_FILE, aggregate_seeds, build_leader
 
 
 def write_report(paths: list[Path], output: Optional[Path] = None, top: int = 10, seeds: bool = False,
-                 plots: bool = True) -> None:
+                 plots: bool = True, baseline: Optional[str] = None) -> None:
     missing = [str(path) for path in paths if not path.is_dir()]
     if missing:
         raise DataError(f"no such folder: {', '.join(missing)}; pass folders that hold run folders, e.g. outputs/")
-    frame = build_leaderboard(paths)
+    frame = build_leaderboard(paths, baseline)
     if frame.empty:
         raise DataError(
             f"no run folders (folders with metrics.json) under {', '.join(map(str, paths))}; "
