@@ -68,8 +68,16 @@ def build_leaderboard(paths: Iterable[Path], baseline: Optional[str] = None) -> 
     frame["vs_baseline"] = _differences_to_baseline(frame, explicit=baseline is not None)
     frame = sort_by_objective(frame).reset_index(drop=True)
     frame.insert(0, "rank", _ranks(frame))
-    order = [*LEAD_COLUMNS, *sorted(varying, key=lambda key: key == "seed"), *MAIN_METRICS, *REST_COLUMNS]
+    order = [*LEAD_COLUMNS, *_swept_first(frame, varying), *MAIN_METRICS, *REST_COLUMNS]
     return frame[[column for column in dict.fromkeys(order) if column in frame.columns]]
+
+
+def _swept_first(frame: pd.DataFrame, varying: list[str]) -> list[str]:
+    """Keys that vary inside a sweep (what was swept or searched) first, then keys that only differ between
+    sweeps or single runs, seed last; config order otherwise."""
+    grouped = frame.groupby(frame["sweep"].fillna(frame["run"]), dropna=False)
+    swept = {key for key in varying if (grouped[key].nunique(dropna=False) > 1).any()}
+    return sorted(varying, key=lambda key: (key == "seed", key not in swept))
 
 
 def _baseline_rows(frame: pd.DataFrame, configs: pd.DataFrame, keys: list[str], roots: list[Path],
@@ -145,7 +153,7 @@ def aggregate_seeds(frame: pd.DataFrame) -> pd.DataFrame:
     difference to the baseline's mean, and Welch's t-test of that difference (p_value; beyond_seed_noise
     when p < 0.05)."""
     done = frame[frame["status"] == "completed"]
-    keys = [key for key in _config_columns(frame) if key != "seed"]
+    keys = [key for key in config_columns(frame) if key != "seed"]
     measures = [column for column in ("objective", "val_accuracy", "test_accuracy") if done[column].notna().any()]
     numeric = done.assign(**{column: pd.to_numeric(done[column]) for column in measures})
     grouped = numeric.groupby(keys, dropna=False) if keys else numeric.groupby(lambda _: "all")
@@ -154,7 +162,7 @@ def aggregate_seeds(frame: pd.DataFrame) -> pd.DataFrame:
     samples = grouped["objective"].agg(list)
     baseline_counts = grouped["baseline"].agg(lambda values: int(values.eq(True).sum()))
     if baseline_counts.max() > 0:
-        baseline = samples[baseline_counts.idxmax()]
+        baseline = samples.iloc[int(np.argmax(baseline_counts.to_numpy()))]  # by position: keys may be NaN
         tests = [welch_t_test(values, baseline) for values in samples]
         table.insert(3, "vs_baseline", table["objective_mean"] - sum(baseline) / len(baseline))
         table.insert(4, "p_value", [test.p_value if test else np.nan for test in tests])
@@ -173,13 +181,13 @@ def write_leaderboard(frame: pd.DataFrame, path: Path) -> None:
 
 def format_table(frame: pd.DataFrame, top: int = 10) -> str:
     """The first `top` rows with the columns a reader compares, as fixed-width text."""
-    wanted = ["rank", "run", "status", "objective", "vs_baseline", *_config_columns(frame), "val_accuracy",
+    wanted = ["rank", "run", "status", "objective", "vs_baseline", *config_columns(frame), "val_accuracy",
               "test_accuracy", "params", "epochs_completed", "train_seconds"]
     shown = frame[[column for column in dict.fromkeys(wanted) if column in frame.columns]].head(top)
     return shown.to_string(index=False, float_format=lambda value: f"{value:.4f}", na_rep="-")
 
 
-def _config_columns(frame: pd.DataFrame) -> list[str]:
+def config_columns(frame: pd.DataFrame) -> list[str]:
     """The varying config keys (seed too, when it varies), in the frame's order."""
     known = set(LEAD_COLUMNS + MAIN_METRICS + REST_COLUMNS)
     seed_varies = "seed" in frame.columns and frame["seed"].astype(str).nunique(dropna=False) > 1
@@ -210,6 +218,15 @@ def _flat_config(run_dir: Path) -> dict[str, Any]:
         return {}
     assert isinstance(config, dict)
     return pd.json_normalize(config, sep=".").iloc[0].to_dict() if config else {}
+
+
+def run_folder(run: str, roots: list[Path]) -> Path:
+    """The folder of a leaderboard row's `run` (a path relative to the parent of one of `roots`)."""
+    for root in roots:
+        candidate = (root if root.is_dir() else root.parent).resolve().parent / run
+        if candidate.is_dir():
+            return candidate
+    return Path(run)
 
 
 def _sweep_of(run_dir: Path, roots: list[Path]) -> Optional[str]:

@@ -35,7 +35,9 @@ def write_report(paths: list[Path], output: Optional[Path] = None, top: int = 10
         print(over_seeds.head(top).to_string(index=False, float_format=lambda value: f"{value:.4f}", na_rep="-"))
 
     if plots:
-        from cnnsweep.plots import write_plots_and_html  # matplotlib loads only when plots are wanted
+        from cnnsweep.plots import write_plots  # matplotlib loads only when plots are wanted
+        from cnnsweep.report_page import PAGE_FILE, write_page
 
-        html = write_plots_and_html(frame, over_seeds, paths, output.parent)
-        print(f"\nreport -> {html}")
+        images = write_plots(frame, paths, output.parent)
+        page = write_page(frame, over_seeds, paths, images, output.parent / PAGE_FILE)
+        print(f"\n{len(images)} pictures and the report -> {page}")

@@ -22,6 +22,7 @@ from cnnsweep.errors import ConfigError, TrainingError
 from cnnsweep.hardware import make_strategy
 from cnnsweep.model import build_model
 from cnnsweep.records import HISTORY_FILE, MODEL_FILE, write_history
+from cnnsweep.tensorboard_hparams import TENSORBOARD_DIR, write_hparams
 from cnnsweep.task import TrainingResult
 
 log = logging.getLogger(__name__)
@@ -159,7 +160,7 @@ def train(
     nan_guard = NanLossGuard()
     callbacks: list[keras.callbacks.Callback] = [nan_guard, recorder]
     if config.training.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / "tensorboard")))
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / TENSORBOARD_DIR)))
     validation = (data.x_val, data.y_val) if data.x_val is not None else None
 
     batches = training_batches(data.x_train, data.y_train, batch_size, training.epochs, config.seed, training.shuffle)
@@ -201,6 +202,8 @@ def train(
         "replicas": replicas,
         "global_batch_size": batch_size,
     }
+    if config.training.tensorboard:
+        write_hparams(run_dir, config, metrics)
     save_model(model, run_dir / MODEL_FILE)
     return TrainingResult(metrics=metrics, stopped_early=recorder.stopped_early)
 

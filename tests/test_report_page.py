@@ -1,0 +1,120 @@
+"""report.html of a real small grid and a real small search (tests/fake_run.py multiruns): what the page
+holds (column order, best row, baseline, links to real files, pictures inlined, nothing fetched from
+the network), and the page in a real headless Chromium at 1280 px: no script errors, the varying config
+column visible without scrolling, sorting by a column reorders the rows, and a screenshot beside the
+report for a person to look at. Chromium comes from Debian's package (.ci/run installs it); without it
+the browser test skips and says why."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import FAKE_RUN, REPORT
+from test_search import fake_search_args
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+@pytest.fixture
+def reviewed(run_cli, tiny_data: Path, tmp_path: Path) -> Path:
+    """A 6-job grid and a 6-trial search, then `cnnsweep report` over both."""
+    grid = run_cli("-m", "model.filters=16,32,64", "seed=0,1", f"dataset.path={tiny_data}", "training.epochs=2",
+                   "dataset.val_size=32", f"hydra.sweep.dir={tmp_path / 'runs' / 'grid'}", command=FAKE_RUN)
+    assert grid.returncode == 0, grid.stderr
+    search = run_cli(*fake_search_args(tiny_data), "hydra.sweeper.n_trials=6", "training.epochs=2",
+                     f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}",
+                     f"hydra.sweep.dir={tmp_path / 'runs' / 'search'}", command=FAKE_RUN)
+    assert search.returncode == 0, search.stderr
+    report = run_cli(str(tmp_path / "runs"), "--aggregate-seeds", command=REPORT)
+    assert report.returncode == 0, report.stderr
+    return tmp_path / "runs"
+
+
+def test_the_page_leads_with_what_won(reviewed: Path) -> None:
+    page = (reviewed / "report.html").read_text()
+    board = pd.read_csv(reviewed / "leaderboard.csv")
+    headers = re.findall(r"<th>(.*?)</th>", page.split('id="leaderboard"')[1].split("</thead>")[0])
+    assert headers == [*board.columns, "files"]
+    assert headers[:5] == ["rank", "run", "status", "objective", "vs_baseline"]
+    rows = page.split('id="leaderboard"')[1].split("<tbody>")[1].split("</tbody>")[0].split("<tr ")[1:]
+    assert len(rows) == len(board) == 12
+    assert 'class="completed best"' in rows[0] and board.loc[0, "rank"] == 1
+    assert sum("baseline" in row.split(">")[0] for row in rows) == int(board["baseline"].eq(True).sum()) >= 3
+    links = re.findall(r'href="([^"]+)"', page)
+    assert links and not any(link.startswith(("http:", "https:", "//")) for link in links)  # works offline
+    for link in links:
+        assert (reviewed / html.unescape(link)).exists(), link
+    assert any(link.endswith("history.csv") for link in links) and any(link.endswith("config.yaml") for link in links)
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
+    assert {"learning curves", "objective vs config", "parallel coordinates", "objective vs params",
+            "quick history"} <= set(images)
+    assert "<script" in page and "src=" not in page.split("<script")[1].split(">")[0]  # inline script only
+
+
+PROBE_HEAD = """<script>window.__errors = [];
+window.addEventListener('error', function (e) { window.__errors.push(String(e.message)); });
+var __error = console.error; console.error = function () { window.__errors.push([].join.call(arguments, ' ')); __error.apply(console, arguments); };
+</script>"""
+PROBE_BODY = """<script>window.addEventListener('load', function () {
+  var table = document.getElementById('leaderboard');
+  var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
+  function index(name) { return heads.map(function (th) { return th.textContent; }).indexOf(name); }
+  function column(name) { return Array.prototype.map.call(table.tBodies[0].rows, function (row) {
+    return row.cells[index(name)].getAttribute('data-value'); }); }
+  var key = heads[index('model.filters')].getBoundingClientRect();
+  var before = column('run');
+  heads[index('model.filters')].click();
+  var descending = column('model.filters');
+  heads[index('model.filters')].click();
+  var ascending = column('model.filters');
+  var probe = document.createElement('pre');
+  probe.id = 'probe';
+  probe.textContent = JSON.stringify({errors: window.__errors, width: window.innerWidth, key_left: key.left,
+    key_right: key.right, before: before, after: column('run'), descending: descending, ascending: ascending});
+  document.body.appendChild(probe);
+});</script>"""
+
+
+def browser() -> str:
+    found = next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
+    if found is None:
+        pytest.skip("no headless Chromium: .ci/run installs Debian's `chromium` package (apt-get install chromium)")
+    return found
+
+
+def run_browser(binary: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([binary, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                           "--window-size=1280,900", "--enable-logging=stderr", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_the_page_in_a_real_browser(reviewed: Path) -> None:
+    binary = browser()
+    page = (reviewed / "report.html").read_text()
+    probed = reviewed / "probed.html"  # the page with a probe before and after its own script
+    probed.write_text(page.replace("<head>", "<head>" + PROBE_HEAD, 1).replace("</body>", PROBE_BODY + "</body>", 1))
+    result = run_browser(binary, "--virtual-time-budget=5000", "--dump-dom", probed.as_uri())
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = re.search(r'<pre id="probe">(.*?)</pre>', result.stdout, re.S)
+    assert found, result.stdout[-2000:]
+    probe = json.loads(html.unescape(found.group(1)))
+    console = [line for line in result.stderr.splitlines() if "CONSOLE" in line and "report" in line]
+    assert probe["errors"] == [] and console == []
+    assert probe["width"] == 1280 and 0 <= probe["key_left"] and probe["key_right"] <= 1280  # no scrolling needed
+    filters = lambda values: [float(value) for value in values if value]  # noqa: E731  (the search's trials have one)
+    assert filters(probe["descending"]) == sorted(filters(probe["descending"]), reverse=True)
+    assert filters(probe["ascending"]) == sorted(filters(probe["ascending"]))
+    assert probe["after"] != probe["before"] and sorted(probe["after"]) == sorted(probe["before"])
+
+    screenshot = reviewed / "report.png"  # beside the report, for a person to look at
+    shot = run_browser(binary, f"--screenshot={screenshot}", (reviewed / "report.html").as_uri())
+    assert shot.returncode == 0, shot.stderr[-2000:]
+    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000
