@@ -91,6 +91,7 @@ class GridSamplerConf:
     given by `params`, filled in by the search; `n_trials` is capped at the grid's size."""
 
     _target_: str = "optuna.samplers.GridSampler"
+    _partial_: bool = True  # hydra-optuna-sweeper instantiates it before the grid is known
     seed: Optional[int] = None  # the order in which grid points are tried
 
 
@@ -102,6 +103,17 @@ class QMCSamplerConf:
     seed: Optional[int] = None
     qmc_type: str = "sobol"  # sobol | halton
     scramble: bool = False
+
+
+def register_sampler_configs() -> None:
+    """The `hydra/sweeper/sampler` group, untyped so that a sweeps file may still say `sampler: tpe` and
+    fields of one sampler survive a switch to another (the search drops them with a warning)."""
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import OmegaConf
+
+    for name, node in SAMPLER_CONFIGS.items():
+        ConfigStore.instance().store(group="hydra/sweeper/sampler", name=name,
+                                     node=OmegaConf.to_container(OmegaConf.structured(node)), provider="cnnsweep")
 
 
 SAMPLER_CONFIGS = {"tpe": TPESamplerConf, "random": RandomSamplerConf, "cmaes": CmaEsSamplerConf,

@@ -16,16 +16,14 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from cnnsweep.plugin_config import SAMPLER_CONFIGS, OptunaSearchConf
+from cnnsweep.plugin_config import OptunaSearchConf, register_sampler_configs
 
 if TYPE_CHECKING:
     from cnnsweep.search import Search
 
 ConfigStore.instance().store(group="hydra/sweeper", name="cnnsweep_optuna", node=OptunaSearchConf,
                              provider="cnnsweep")
-for _name, _node in SAMPLER_CONFIGS.items():  # untyped, so a sweeps file may still say `sampler: tpe`
-    ConfigStore.instance().store(group="hydra/sweeper/sampler", name=_name,
-                                 node=OmegaConf.to_container(OmegaConf.structured(_node)), provider="cnnsweep")
+register_sampler_configs()
 
 
 class OptunaSearchSweeper(Sweeper):
