@@ -60,6 +60,10 @@ def run_with_one_line_errors(entry: Callable[[], T]) -> T:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         return entry()
+    except KeyboardInterrupt:  # Ctrl-C of a single run (a multirun stops in order: cnnsweep.interrupts)
+        print("error: interrupted by Ctrl-C; the run's metrics.json says `interrupted`; run the same command "
+              "again to train it", file=sys.stderr)
+        sys.exit(130)
     except RunFailed as failure:
         if user_setting == "1":
             raise failure.cause from None

@@ -36,6 +36,7 @@ from omegaconf import DictConfig
 
 from cnnsweep import hydra_internals
 from cnnsweep.errors import ConfigError
+from cnnsweep.interrupts import SWEEP
 from cnnsweep.launching import JobOutcome, failed, outcome
 
 
@@ -120,9 +121,11 @@ class Worker:
                        str(result_path))
         spec_path.write_bytes(pickle.dumps(spec))
         self.jobs_run += 1
+        SWEEP.add_job_process(self.process.pid)  # a signal to the sweep reaches this job
         try:
             ended = self._send_and_wait(spec_path)
         finally:
+            SWEEP.remove_job_process(self.last_pid)
             spec_path.unlink(missing_ok=True)
         if ended is not None:
             # To Hydra's sweepers the job ended as a failed run does inside a multirun: with NaN, so a grid
@@ -238,10 +241,16 @@ def _run_spec(spec_path: str) -> None:
 
 
 def _serve(commands_fd: int, replies_fd: int) -> None:
-    """The worker's loop: one spec path per line in, one line out when its result is written."""
+    """The worker's loop: one spec path per line in, one line out when its result is written. Ctrl-C
+    (SIGINT) reaches a running job, which records itself interrupted; between jobs it is ignored."""
     with os.fdopen(commands_fd, "r") as commands, os.fdopen(replies_fd, "w") as replies:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for line in commands:
-            _run_spec(line.strip())
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            try:
+                _run_spec(line.strip())
+            finally:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
             replies.write("done\n")
             replies.flush()
 

@@ -31,11 +31,13 @@ from cnnsweep.errors import CnnsweepError, ConfigError
 from cnnsweep.launching import JobOutcome, TrialJob, TrialLauncher
 from cnnsweep.plugin_config import OptunaSearchConf
 from cnnsweep.records import write_atomic
+from cnnsweep.interrupts import INTERRUPTED, SWEEP
 from cnnsweep.progress import Progress, duration
 from cnnsweep.search_space import SearchSpace, as_override, search_space
 from cnnsweep.study import (
-    BASELINE_ATTR, ERROR_ATTR, FINISHED, RUN_DIR_ATTR, STUDY_ENV, TRIAL_ENV, WORKER_ATTR, StudySpec, count_trials,
-    make_sampler, returned_outcome, settle_orphans, sweep_storage, tell, this_worker, trial_outcome,
+    BASELINE_ATTR, ERROR_ATTR, FINISHED, INTERRUPTED_ATTR, RUN_DIR_ATTR, STUDY_ENV, TRIAL_ENV, WORKER_ATTR, StudySpec,
+    count_trials, make_sampler, requeue, returned_outcome, run_status, settle_orphans, sweep_storage, tell, this_worker,
+    trial_outcome,
 )
 
 log = logging.getLogger(__name__)
@@ -147,10 +149,11 @@ class Search:
             return trial, TrialJob(trial.number, tuple(overrides), started)
 
         running: dict[Future[JobOutcome], optuna.Trial] = {}
+        SWEEP.catch()  # Ctrl-C / SIGTERM: no new trial starts, running ones stop, record it and are queued again
         with ThreadPoolExecutor(max_workers=self.n_jobs) as pool:
             while True:
                 while (len(running) < self.n_jobs and not self._stopping() and not progress.out_of_time()
-                       and self._remaining(study, total) > 0):
+                       and not SWEEP.requested and self._remaining(study, total) > 0):
                     trial, job = next_job()
                     running[pool.submit(self.launcher.run_trial, job)] = trial
                 if not running:
@@ -161,7 +164,11 @@ class Search:
                 log.info("%s", progress.line(count_trials(study, FINISHED), len(running),
                                              count_trials(study, (TrialState.PRUNED,)),
                                              count_trials(study, (TrialState.FAIL,)), _best(study, spec)))
+        SWEEP.release()
         self._write_results(study, spec)
+        if SWEEP.requested:
+            SWEEP.tally = (count_trials(study, FINISHED), total, "trials")
+            SWEEP.stop_sweep(self.sweep_dir)
         if self._stopping():
             limit = (f"hydra.sweeper.max_failure_rate={settings.max_failure_rate}" if settings.max_failure_rate is not None
                      else f"hydra.sweeper.max_failures={settings.max_failures}")
@@ -241,6 +248,13 @@ class Search:
         else:
             state, values, error = returned_outcome(hydra_internals.stored_value(result.job_return),
                                                     len(spec.directions))
+        if state is TrialState.FAIL and run_status(result.run_dir) == INTERRUPTED:
+            trial.set_user_attr(ERROR_ATTR, error or INTERRUPTED)
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
+            tell(study, trial, state, None)
+            requeue(study, trial.number, trial.params, trial.user_attrs)
+            log.warning("trial %d interrupted; queued again for the next run", trial.number)
+            return
         if state is TrialState.FAIL:
             error = error or result.error or "the job failed"
             trial.set_user_attr(ERROR_ATTR, error)

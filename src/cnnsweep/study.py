@@ -41,6 +41,7 @@ WORKER_ATTR = "cnnsweep_worker"  # host:pid of the sweep process that launched t
 RUN_DIR_ATTR = "cnnsweep_run_dir"
 ERROR_ATTR = "cnnsweep_error"
 REQUEUED_ATTR = "cnnsweep_requeued_from"  # on a trial that reruns an interrupted one
+INTERRUPTED_ATTR = "cnnsweep_interrupted"  # on a trial stopped by Ctrl-C / SIGTERM of its sweep (state FAIL)
 BASELINE_ATTR = "cnnsweep_baseline"  # on the trial that runs the composed config itself (trial 0)
 JOURNAL_FILE = "optuna.journal"  # `storage: null`: the study of this sweep only, in its folder
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -274,8 +275,7 @@ def settle_orphans(study: optuna.Study, metrics: list[str]) -> None:
         state, values, _ = trial_outcome(Path(frozen.user_attrs.get(RUN_DIR_ATTR, "")), metrics)
         if state is TrialState.FAIL or not metrics:  # a returned objective is lost with its sweep
             tell(study, frozen.number, TrialState.FAIL, None)
-            study.enqueue_trial(frozen.params, user_attrs={REQUEUED_ATTR: frozen.number,
-                                                           **_baseline_mark(frozen)})
+            requeue(study, frozen.number, frozen.params, frozen.user_attrs)
             log.warning("trial %d was interrupted with its sweep (%s); queued again", frozen.number, worker)
         else:
             tell(study, frozen.number, state, values)
@@ -283,8 +283,18 @@ def settle_orphans(study: optuna.Study, metrics: list[str]) -> None:
                      frozen.number, worker, state.name.lower())
 
 
-def _baseline_mark(trial: FrozenTrial) -> dict[str, Any]:
-    return {BASELINE_ATTR: True} if trial.user_attrs.get(BASELINE_ATTR) else {}
+def requeue(study: optuna.Study, number: int, params: dict[str, Any], user_attrs: dict[str, Any]) -> None:
+    """Queue an interrupted trial's parameters again, once; its rerun replaces it in the count."""
+    study.enqueue_trial(params, user_attrs={REQUEUED_ATTR: number,
+                                            **({BASELINE_ATTR: True} if user_attrs.get(BASELINE_ATTR) else {})})
+
+
+def run_status(run_dir: Path) -> Optional[str]:
+    """The status in a run folder's metrics.json, or None where it cannot be read."""
+    try:
+        return json.loads((run_dir / METRICS_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def _orphaned(trial: FrozenTrial, host: str) -> bool:

@@ -1,7 +1,7 @@
 """The Hydra task: one composed config in, one run folder and one objective value out.
 
-Inside a multirun a failed job is recorded and returns NaN instead of raising, so one bad
-configuration never ends an unattended sweep; a single run raises, and the entry point prints it.
+Inside a multirun a failed or interrupted job is recorded and returns NaN instead of raising, so one
+bad configuration never ends an unattended sweep; a single run raises, and the entry point prints it.
 
 What trains is a Trainer: KerasTrainer here; the fast test tier runs the same task with a
 TensorFlow-free one (tests/fake_run.py), so everything around training is tested in seconds.
@@ -23,6 +23,7 @@ from cnnsweep import hardware
 from cnnsweep.config import Progress, RunConfig, load_run_config
 from cnnsweep.data import Dataset, load_dataset
 from cnnsweep.errors import CnnsweepError, RunFailed
+from cnnsweep.interrupts import INTERRUPTED
 from cnnsweep.model import check_fits_image
 from cnnsweep.project import PROJECT_ROOT
 from cnnsweep.records import ENVIRONMENT_FILE, NATIVE_LOG_FILE, RunRecord, environment_info, native_log, write_json
@@ -75,9 +76,13 @@ def run_task(cfg: DictConfig, trainer: Trainer) -> float:
     try:
         with native_log(run_dir / NATIVE_LOG_FILE):  # TensorFlow's own lines: to a file, not the console
             return _run(cfg, trainer, run_dir, record, in_multirun, prefix)
-    except KeyboardInterrupt:
-        record.fail("interrupted (KeyboardInterrupt); rerun the same command to train it again")
-        raise
+    except KeyboardInterrupt:  # Ctrl-C; in a multirun, the sweep passing on its SIGINT or SIGTERM
+        record.finish(INTERRUPTED, error="interrupted (Ctrl-C or a signal to its sweep); run the same command "
+                                         "again (a sweep prints the command that continues it) to train it again")
+        if not in_multirun:
+            raise
+        log.warning("%sinterrupted after epoch %s", prefix, record.metrics.get("epochs_completed", 0))
+        return math.nan
     except Exception as error:
         expected = isinstance(error, CnnsweepError)
         message = str(error) if expected else f"{type(error).__name__}: {error}"
