@@ -14,20 +14,27 @@ from pathlib import Path
 
 import optuna
 import pandas as pd
+import pytest
 from optuna.trial import TrialState
 
 from conftest import FAKE_RUN, command_env
 from test_search import fake_search_args
 
 
-def interrupt_when(command: list[str], ready, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    """Start the command, send SIGINT to its process (not its group) once `ready()`, return how it ended."""
-    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def interrupt_when(command: list[str], ready, cwd: Path, env: dict[str, str], to: str) -> subprocess.CompletedProcess:
+    """Start the command in a session of its own with SIGINT at its default (as a terminal would), send
+    SIGINT once `ready()`: to the sweep process alone (`kill`), or to its whole process group, jobs
+    included, as a terminal's Ctrl-C does; return how it ended."""
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not ready() and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.1)
     assert process.poll() is None, "the sweep ended before it could be interrupted"
-    os.kill(process.pid, signal.SIGINT)
+    if to == "group":
+        os.killpg(process.pid, signal.SIGINT)
+    else:
+        os.kill(process.pid, signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
@@ -44,13 +51,14 @@ def continue_with(stderr: str) -> list[str]:
     return [*FAKE_RUN, *words[4:]]
 
 
-def test_ctrl_c_stops_a_parallel_grid_in_order_and_it_continues(tiny_data: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("to", ["group", "process"])
+def test_ctrl_c_stops_a_parallel_grid_in_order_and_it_continues(tiny_data: Path, tmp_path: Path, to: str) -> None:
     sweep = tmp_path / "grid"
     command = [*FAKE_RUN, "-m", "launcher=parallel", "launcher.jobs=2", "model.filters=4,5", "training.epochs=1,60",
                f"dataset.path={tiny_data}", f"hydra.sweep.dir={sweep}"]
     env = command_env(FAKE_EPOCH_SECONDS="0.05")
     # jobs: 0 (4, 1 epoch), 1 (4, 60), 2 (5, 1), 3 (5, 60): interrupt while 1 and 3 train
-    result = interrupt_when(command, lambda: (sweep / "3" / "history.csv").exists(), tmp_path, env)
+    result = interrupt_when(command, lambda: (sweep / "3" / "history.csv").exists(), tmp_path, env, to)
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
     last = result.stderr.strip().splitlines()[-1]
@@ -75,7 +83,7 @@ def test_ctrl_c_stops_a_search_in_order_and_it_continues(tiny_data: Path, tmp_pa
     command = [*FAKE_RUN, *fake_search_args(tiny_data), "hydra.sweeper.n_trials=4", "training.epochs=40",
                f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={sweep}", "hydra.sweeper.pruner=none"]
     env = command_env(FAKE_EPOCH_SECONDS="0.05")
-    result = interrupt_when(command, lambda: (sweep / "1" / "history.csv").exists(), tmp_path, env)
+    result = interrupt_when(command, lambda: (sweep / "1" / "history.csv").exists(), tmp_path, env, "group")
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: interrupted by SIGINT: 1 of 4 trials finished")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -77,6 +79,8 @@ def run_task(cfg: DictConfig, trainer: Trainer) -> float:
         with native_log(run_dir / NATIVE_LOG_FILE):  # TensorFlow's own lines: to a file, not the console
             return _run(cfg, trainer, run_dir, record, in_multirun, prefix)
     except KeyboardInterrupt:  # Ctrl-C; in a multirun, the sweep passing on its SIGINT or SIGTERM
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C and the sweep's both arrive
         record.finish(INTERRUPTED, error="interrupted (Ctrl-C or a signal to its sweep); run the same command "
                                          "again (a sweep prints the command that continues it) to train it again")
         if not in_multirun:
