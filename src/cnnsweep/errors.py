@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, NoReturn, TypeVar
+from typing import Any, Callable, NoReturn, Optional, TypeVar
 
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
@@ -34,6 +34,15 @@ class DataError(CnnsweepError):
 
 class TrainingError(CnnsweepError):
     """Training itself went wrong, such as a loss that became NaN."""
+
+
+class DiskFull(CnnsweepError):
+    """A write failed for lack of space (ENOSPC, EDQUOT): not the model's fault. `measured` carries the
+    figures the run had already measured, so its record keeps them."""
+
+    def __init__(self, message: str, measured: Optional[dict[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.measured = measured or {}
 
 
 class RunFailed(BaseException):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import math
@@ -21,6 +22,8 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Optional
+
+from cnnsweep.errors import DiskFull
 
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
@@ -63,6 +66,32 @@ def write_atomic(path: Path, text: str, durable: bool = False) -> None:
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+def save_model(model: Any, path: Path) -> None:
+    """Save a Keras model under a temporary name, then rename: a crash never leaves a half-written
+    model.keras, and a full disk leaves no partial file behind (DiskFull says so)."""
+    partial = path.with_name(f".partial.{path.name}")
+    try:
+        model.save(partial)
+        os.replace(partial, path)
+    except Exception as error:
+        partial.unlink(missing_ok=True)
+        full = _disk_full(error)
+        if full is not None:
+            raise DiskFull(f"no space left on the disk for {path} ({errno.errorcode[full]}); free space there "
+                           "or write runs elsewhere (hydra.run.dir, hydra.sweep.dir)") from error
+        raise
+
+
+def _disk_full(error: BaseException) -> Optional[int]:
+    """ENOSPC or EDQUOT somewhere in the exception's chain (Keras may wrap the OSError)."""
+    seen: Optional[BaseException] = error
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in (errno.ENOSPC, errno.EDQUOT):
+            return seen.errno
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def write_json(path: Path, data: dict[str, Any], durable: bool = False) -> None:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from cnnsweep import hardware
 from cnnsweep.config import Progress, RunConfig, load_run_config
 from cnnsweep.data import Dataset, load_dataset
-from cnnsweep.errors import CnnsweepError, RunFailed
+from cnnsweep.errors import CnnsweepError, DiskFull, RunFailed
 from cnnsweep.interrupts import INTERRUPTED
 from cnnsweep.model import check_fits_image
 from cnnsweep.project import PROJECT_ROOT
@@ -90,7 +90,7 @@ def run_task(cfg: DictConfig, trainer: Trainer) -> float:
     except Exception as error:
         expected = isinstance(error, CnnsweepError)
         message = str(error) if expected else f"{type(error).__name__}: {error}"
-        record.fail(message)
+        record.fail(message, **(error.measured if isinstance(error, DiskFull) else {}))
         if not in_multirun:
             raise RunFailed(error) from error
         log.error("%srun failed: %s", prefix, message, exc_info=not expected)
