@@ -17,6 +17,7 @@ import pytest
 from optuna.trial import TrialState
 
 from conftest import FAKE_RUN, REPORT, command_env
+from cnnsweep.credentials import redact, url_password
 from test_search import fake_search_args
 
 N_TRIALS = 4
@@ -81,3 +82,25 @@ def test_an_unreachable_storage_is_one_error_line(run_cli, tiny_data: Path, tmp_
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert line.startswith("error: hydra.sweeper.storage: cannot open postgresql+psycopg://127.0.0.1:9/none (")
     assert "secret" not in result.stderr + result.stdout
+
+
+@pytest.mark.server
+def test_the_storage_password_lands_in_no_file(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    """A PostgreSQL search with the password in its URL: the trials reach the study (their pruning reports
+    are there), yet no file the search, its jobs or the report write holds the password."""
+    url, storage = postgres_storage(tmp_path)
+    password = url_password(url)
+    assert password, "the CI server's URL carries a password"
+    study_name = f"secret-{uuid.uuid4().hex[:8]}"
+    result = run_cli(*fake_search_args(tiny_data), "training.epochs=2", "hydra.sweeper.n_trials=2",
+                     f"hydra.sweeper.study_name={study_name}", f"hydra.sweeper.storage={url}",
+                     f"hydra.sweep.dir={tmp_path / 'sweep'}", command=FAKE_RUN)
+    assert result.returncode == 0, result.stderr
+    report = run_cli(str(tmp_path / "sweep"), command=REPORT)  # another process, without the sweep's environment
+    assert report.returncode == 0, report.stderr
+    trials = optuna.load_study(study_name=study_name, storage=storage).trials
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 2
+    assert all(len(trial.intermediate_values) == 2 for trial in trials)  # each job process opened the study
+    leaked = [str(path) for path in tmp_path.rglob("*") if path.is_file() and password.encode() in path.read_bytes()]
+    assert leaked == [] and password not in result.stdout + result.stderr + report.stdout + report.stderr
+    assert (tmp_path / "sweep" / "study.json").read_text().count(redact(url)) == 1

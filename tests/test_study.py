@@ -5,6 +5,7 @@ the study's objectives from the sweeper settings and the run config, and one-lin
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from cnnsweep.credentials import redact, redact_override, url_password, with_password
 from cnnsweep.errors import ConfigError
 from cnnsweep.plugin_config import SAMPLER_CONFIGS, OptunaSearchConf
 from cnnsweep.records import RunRecord
@@ -197,3 +199,26 @@ def test_storage_labels_never_show_a_password(tmp_path: Path) -> None:
     assert StudySpec(journal, "s", ["maximize"], ["val_accuracy"]).storage_label == "optuna.storages.JournalStorage"
     written = StudySpec.read(StudySpec(f"sqlite:///{tmp_path}/a.db", "s", ["maximize"], ["val_accuracy"]).write(tmp_path))
     assert json.loads((tmp_path / "study.json").read_text())["study_name"] == written.study_name == "s"
+
+
+@pytest.mark.parametrize(("url", "redacted", "password"), [
+    ("postgresql+psycopg://user:s3cr%40t@127.0.0.1:5432/db", "postgresql+psycopg://user@127.0.0.1:5432/db", "s3cr@t"),
+    ("postgresql://u:p@h/db?sslmode=require", "postgresql://u@h/db?sslmode=require", "p"),
+    ("postgresql+psycopg://user@host/db", "postgresql+psycopg://user@host/db", None),
+    ("sqlite:///outputs/optuna.db", "sqlite:///outputs/optuna.db", None),
+])
+def test_storage_passwords_are_kept_out_and_put_back(url: str, redacted: str, password, monkeypatch) -> None:
+    assert (redact(url), url_password(url)) == (redacted, password)
+    if password:
+        assert with_password(redacted, password).replace("%40", "@") == url.replace("%40", "@")
+        assert redact_override(f"hydra.sweeper.storage={url}") == f"hydra.sweeper.storage={redacted}"
+
+
+def test_study_json_has_no_password_and_trials_still_open_the_study(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("CNNSWEEP_STORAGE_PASSWORD", "")  # so the variable the write sets is removed afterwards
+    spec = StudySpec("postgresql+psycopg://user:hunter2@127.0.0.1:9/db", "s", ["maximize"], ["val_accuracy"])
+    path = spec.write(tmp_path)
+    assert "hunter2" not in path.read_text() and os.environ["CNNSWEEP_STORAGE_PASSWORD"] == "hunter2"
+    read = StudySpec.read(path)
+    assert read.storage == "postgresql+psycopg://user@127.0.0.1:9/db"
+    assert with_password(read.storage, os.environ["CNNSWEEP_STORAGE_PASSWORD"]) == spec.storage

@@ -7,6 +7,7 @@ Points are labelled with their run; failed and pruned runs are drawn, distinct b
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from pathlib import Path
@@ -21,10 +22,12 @@ import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from cnnsweep.errors import ConfigError  # noqa: E402
 from cnnsweep.leaderboard import config_columns, run_folder  # noqa: E402
 from cnnsweep.records import HISTORY_FILE  # noqa: E402
 from cnnsweep.study import STUDY_FILE, StudySpec  # noqa: E402
 
+log = logging.getLogger(__name__)
 STATUS_STYLE = {"completed": ("tab:blue", "o"), "pruned": ("tab:orange", "v"), "failed": ("tab:red", "x"),
                 "running": ("tab:gray", "s")}
 CURVES = 6  # learning curves drawn: the best runs, plus the baseline
@@ -182,7 +185,11 @@ def study_plots(roots: list[Path], folder: Path) -> list[Path]:
     """Optuna's optimisation history and parameter importances for each single-objective study."""
     images: list[Path] = []
     for spec in _study_specs(roots):
-        study = optuna.load_study(study_name=spec.study_name, storage=spec.open_storage())
+        try:
+            study = optuna.load_study(study_name=spec.study_name, storage=spec.open_storage())
+        except (ConfigError, KeyError) as error:  # a server out of reach, a password only the sweep had
+            log.warning("study %s: %s; its history and importance plots are left out", spec.study_name, error)
+            continue
         done = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.COMPLETE]
         if not done or len(study.directions) > 1:
             continue

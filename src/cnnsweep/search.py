@@ -21,11 +21,12 @@ from typing import Any, Optional
 
 import optuna
 from hydra.types import HydraContext
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import TrialState
 
 from cnnsweep import hydra_internals
+from cnnsweep.credentials import redact, redact_override
 from cnnsweep.config import METRIC_DIRECTIONS, check_metric, objective_metric
 from cnnsweep.errors import CnnsweepError, ConfigError
 from cnnsweep.launching import JobOutcome, TrialJob, TrialLauncher
@@ -119,7 +120,7 @@ class Search:
         grid = space.grid() if _is_grid(settings.sampler) else None
         sampler = make_sampler(settings.sampler, dict(settings.sampler_options), settings.seed, grid)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.sweep_dir / "multirun.yaml", OmegaConf.to_yaml(self.config))  # marks a sweep folder
+        write_atomic(self.sweep_dir / "multirun.yaml", OmegaConf.to_yaml(redacted(self.config)))  # marks a sweep folder
         if spec.storage is None:
             spec.storage = sweep_storage(self.sweep_dir)
         study = optuna.create_study(study_name=spec.study_name, storage=spec.open_storage(),
@@ -292,6 +293,15 @@ class Search:
 
 
 MISSING_VALUE = object()
+
+
+def redacted(config: DictConfig) -> DictConfig:
+    """The sweep config without the storage URL's password (cnnsweep.credentials)."""
+    copy = config.copy()
+    with open_dict(copy):
+        copy.hydra.sweeper.storage = redact(OmegaConf.to_container(copy.hydra.sweeper)["storage"])
+        copy.hydra.overrides.hydra = [redact_override(item) for item in copy.hydra.overrides.hydra]
+    return copy
 
 
 def config_value(job_config: DictConfig, key: str) -> Any:

@@ -26,6 +26,7 @@ from hydra._internal.utils import _locate
 from hydra.utils import instantiate
 from optuna.trial import FrozenTrial, TrialState
 
+from cnnsweep.credentials import redact, remember_password, stored_password, with_password
 from cnnsweep.errors import ConfigError
 from cnnsweep.plugin_config import SAMPLER_CONFIGS
 from cnnsweep.records import METRICS_FILE, write_json
@@ -82,9 +83,11 @@ class StudySpec:
         return ["value"] if len(self.directions) == 1 else [f"value_{index}" for index in range(len(self.directions))]
 
     def write(self, folder: Path) -> Path:
+        """study.json, without the storage URL's password (see cnnsweep.credentials)."""
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / STUDY_FILE
-        write_json(path, asdict(self))
+        remember_password(self.storage)
+        write_json(path, {**asdict(self), "storage": redact(self.storage)})
         return path
 
     @classmethod
@@ -97,7 +100,7 @@ class StudySpec:
             if isinstance(self.storage, str):
                 if self.storage.startswith("sqlite:///"):
                     Path(self.storage.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-                return optuna.storages.RDBStorage(self.storage)
+                return optuna.storages.RDBStorage(with_password(self.storage, stored_password()))
             return instantiate(self.storage)
         except Exception as error:  # the driver's, SQLAlchemy's or Hydra's, with multi-line reports
             text = str(error.__cause__ or error).strip()
