@@ -7,7 +7,10 @@ what is tested is the storage and the sweep processes, not the training."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
+import time
 import uuid
 from pathlib import Path
 
@@ -104,3 +107,54 @@ def test_the_storage_password_lands_in_no_file(run_cli, tiny_data: Path, tmp_pat
     leaked = [str(path) for path in tmp_path.rglob("*") if path.is_file() and password.encode() in path.read_bytes()]
     assert leaked == [] and password not in result.stdout + result.stderr + report.stdout + report.stderr
     assert (tmp_path / "sweep" / "study.json").read_text().count(redact(url)) == 1
+
+
+def sqlite_storage(tmp_path: Path) -> tuple[str, optuna.storages.BaseStorage]:
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    return url, optuna.storages.RDBStorage(url)
+
+
+@pytest.mark.parametrize("make_storage", [
+    sqlite_storage, pytest.param(postgres_storage, marks=pytest.mark.server)], ids=["sqlite", "postgresql"])
+def test_a_dead_workers_trial_is_queued_again_by_a_survivor(make_storage, tiny_data: Path, tmp_path: Path) -> None:
+    """Two workers on one study; one dies with its job process (SIGKILL of its process group, as a host
+    that goes down): the survivor finds the dead one's trial stale once its heartbeat stops, fails it,
+    runs it again, and the study reaches its total with every trial counted once."""
+    url, storage = make_storage(tmp_path)
+    study_name = f"heartbeat-{uuid.uuid4().hex[:8]}"
+    common = [*FAKE_RUN, *fake_search_args(tiny_data), "training.epochs=20", "hydra.sweeper.n_trials=4",
+              f"hydra.sweeper.study_name={study_name}", f"hydra.sweeper.storage={url}", "hydra.sweeper.pruner=none",
+              "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3"]
+    env = command_env(FAKE_EPOCH_SECONDS="0.1")  # two seconds a trial
+    doomed = subprocess.Popen([*common, f"hydra.sweep.dir={tmp_path / 'doomed'}"], cwd=tmp_path, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "doomed").glob("*/history.csv")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    survivor = subprocess.Popen([*common, f"hydra.sweep.dir={tmp_path / 'survivor'}"], cwd=tmp_path, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not list((tmp_path / "survivor").glob("*/history.csv")) and time.monotonic() < deadline:
+        time.sleep(0.1)  # both workers train: the survivor is past its start, where it settles dead trials
+    doomed_worker = f"{socket.gethostname()}:{doomed.pid}"
+
+    def doomed_runs_a_trial() -> bool:
+        running = optuna.load_study(study_name=study_name, storage=storage).get_trials(states=(TrialState.RUNNING,))
+        return any(trial.user_attrs.get("cnnsweep_worker") == doomed_worker for trial in running)
+
+    while not doomed_runs_a_trial() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.wait()
+    stdout, stderr = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, stderr[-3000:]
+
+    trials = optuna.load_study(study_name=study_name, storage=storage).trials
+    assert TrialState.RUNNING not in [trial.state for trial in trials]
+    dead = [trial for trial in trials if trial.user_attrs.get("cnnsweep_worker") == doomed_worker
+            and trial.state is TrialState.FAIL]
+    assert len(dead) == 1
+    again = [trial for trial in trials if trial.user_attrs.get("cnnsweep_requeued_from") == dead[0].number]
+    assert len(again) == 1 and again[0].state is TrialState.COMPLETE and again[0].params == dead[0].params
+    counted = [trial for trial in trials if trial.state is TrialState.COMPLETE]
+    assert len(counted) == 4 and len({trial.number for trial in trials}) == len(trials)
+    assert "stopped its heartbeat; failed and queued again" in stdout + stderr and "Warning" not in stderr

@@ -149,6 +149,11 @@ class OptunaSearchConf:
     timeout: Optional[float] = None  # seconds: no trial starts later than this after the search began
     pruner: str = "median"  # median | hyperband | successive_halving | percentile | threshold | none
     pruner_options: Dict[str, Any] = field(default_factory=dict)  # keyword arguments of the pruner class
+    # Seconds between heartbeats of each running trial in an SQLite or PostgreSQL study: a trial silent for
+    # grace_period (null: twice the interval) is failed and queued again by any worker of the study.
+    # Null: off (journal storages have none; a sweep on the same host settles its dead trials at start).
+    heartbeat_interval: Optional[int] = 60
+    grace_period: Optional[int] = None
     max_failures: int = 5  # failed trials this run tolerates before it stops launching new ones
     # Failed / finished trials of this run above which it stops launching; set, it replaces max_failures.
     max_failure_rate: Optional[float] = None

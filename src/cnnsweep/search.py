@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Optional
@@ -36,7 +37,7 @@ from cnnsweep.interrupts import INTERRUPTED, SWEEP
 from cnnsweep.progress import Progress, duration
 from cnnsweep.search_space import SearchSpace, as_override, search_space
 from cnnsweep.study import (
-    BASELINE_ATTR, ERROR_ATTR, FINISHED, INTERRUPTED_ATTR, RUN_DIR_ATTR, STUDY_ENV, TRIAL_ENV, WORKER_ATTR, StudySpec,
+    BASELINE_ATTR, ERROR_ATTR, FINISHED, INTERRUPTED_ATTR, Heartbeats, RUN_DIR_ATTR, STUDY_ENV, TRIAL_ENV, WORKER_ATTR, StudySpec,
     count_trials, make_sampler, requeue, returned_outcome, run_status, settle_orphans, sweep_storage, tell, this_worker,
     trial_outcome,
 )
@@ -78,7 +79,7 @@ def study_spec(settings: OptunaSearchConf, job_config: DictConfig) -> StudySpec:
         if direction not in ("maximize", "minimize"):
             raise ConfigError(f"hydra.sweeper.direction={direction}: must be maximize or minimize")
     return StudySpec(settings.storage, settings.study_name, directions, metrics, settings.pruner,
-                     dict(settings.pruner_options))
+                     dict(settings.pruner_options), settings.heartbeat_interval, settings.grace_period)
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -123,9 +124,9 @@ class Search:
         write_atomic(self.sweep_dir / "multirun.yaml", OmegaConf.to_yaml(redacted(self.config)))  # marks a sweep folder
         if spec.storage is None:
             spec.storage = sweep_storage(self.sweep_dir)
-        study = optuna.create_study(study_name=spec.study_name, storage=spec.open_storage(),
-                                    directions=spec.directions, sampler=sampler, pruner=spec.make_pruner(),
-                                    load_if_exists=True)
+        storage = spec.open_storage()
+        study = optuna.create_study(study_name=spec.study_name, storage=storage, directions=spec.directions,
+                                    sampler=sampler, pruner=spec.make_pruner(), load_if_exists=True)
         spec.study_name = study.study_name
         study_file = spec.write(self.sweep_dir).resolve()
         space.check_unchanged(study.study_name, _recorded_distributions(study))
@@ -139,8 +140,8 @@ class Search:
                  _pruner_label(spec), self.n_jobs,
                  f", no new trial after {duration(settings.timeout)}" if settings.timeout else "")
 
-        def next_job() -> tuple[optuna.Trial, TrialJob]:
-            trial = study.ask(fixed_distributions=space.distributions)
+        def next_job(heartbeats: Heartbeats) -> tuple[optuna.Trial, TrialJob]:
+            trial = heartbeats.ask(space.distributions)
             space.suggest(trial, self.config, config_values)
             trial.set_user_attr(WORKER_ATTR, self.worker)
             overrides = [as_override(key, value) for key, value in trial.params.items()]
@@ -151,20 +152,35 @@ class Search:
 
         running: dict[Future[JobOutcome], optuna.Trial] = {}
         SWEEP.catch()  # Ctrl-C / SIGTERM: no new trial starts, running ones stop, record it and are queued again
-        with ThreadPoolExecutor(max_workers=self.n_jobs) as pool:
+        waiting_noted = False
+        with ThreadPoolExecutor(max_workers=self.n_jobs) as pool, \
+                Heartbeats(study, storage, spec.heartbeat_interval) as heartbeats:
             while True:
-                while (len(running) < self.n_jobs and not self._stopping() and not progress.out_of_time()
-                       and not SWEEP.requested and self._remaining(study, total) > 0):
-                    trial, job = next_job()
+                heartbeats.fail_stale()  # a dead worker's trials, on any host, are queued again
+                may_start = not (self._stopping() or progress.out_of_time() or SWEEP.requested)
+                while may_start and len(running) < self.n_jobs and self._remaining(study, total) > 0:
+                    trial, job = next_job(heartbeats)
+                    heartbeats.add(trial.number)
                     running[pool.submit(self.launcher.run_trial, job)] = trial
                 if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                    others = heartbeats.others_running() if may_start else 0
+                    if not others:
+                        break
+                    if not waiting_noted:  # the study's total needs them: they finish, or go stale and come here
+                        log.info("waiting for %d trial(s) other workers run; a dead worker's are queued again "
+                                 "after the grace period", others)
+                        waiting_noted = True
+                    time.sleep(heartbeats.interval or 1)
+                    continue
+                done, _ = wait(running, timeout=heartbeats.interval, return_when=FIRST_COMPLETED)
                 for future in done:
-                    self._tell(study, spec, running.pop(future), future.result())
-                log.info("%s", progress.line(count_trials(study, FINISHED), len(running),
-                                             count_trials(study, (TrialState.PRUNED,)),
-                                             count_trials(study, (TrialState.FAIL,)), _best(study, spec)))
+                    trial = running.pop(future)
+                    heartbeats.remove(trial.number)
+                    self._tell(study, spec, trial, future.result())
+                if done:
+                    log.info("%s", progress.line(count_trials(study, FINISHED), len(running),
+                                                 count_trials(study, (TrialState.PRUNED,)),
+                                                 count_trials(study, (TrialState.FAIL,)), _best(study, spec)))
         SWEEP.release()
         self._write_results(study, spec)
         if SWEEP.requested:

@@ -17,6 +17,8 @@ import logging
 import math
 import os
 import socket
+import threading
+import warnings
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -24,6 +26,7 @@ from typing import Any, Optional, Sequence, Union
 import optuna
 from hydra._internal.utils import _locate
 from hydra.utils import instantiate
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
 from cnnsweep.credentials import redact, remember_password, stored_password, with_password
@@ -74,6 +77,8 @@ class StudySpec:
     metrics: list[str]  # the metrics.json fields that are the objective values; none: the task's return value
     pruner: str = "median"
     pruner_options: dict[str, Any] = field(default_factory=dict)
+    heartbeat_interval: Optional[int] = None  # RDB storages: seconds between heartbeats of a running trial
+    grace_period: Optional[int] = None  # silent this long, a trial is stale: failed and queued again
 
     @property
     def objectives(self) -> list[str]:
@@ -100,7 +105,11 @@ class StudySpec:
             if isinstance(self.storage, str):
                 if self.storage.startswith("sqlite:///"):
                     Path(self.storage.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
-                return optuna.storages.RDBStorage(with_password(self.storage, stored_password()))
+                with warnings.catch_warnings():  # "heartbeat_interval is experimental" (since Optuna 2.9)
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(
+                        with_password(self.storage, stored_password()), heartbeat_interval=self.heartbeat_interval,
+                        grace_period=self.grace_period, **{_STALE_CALLBACK: _requeue_stale})
             return instantiate(self.storage)
         except Exception as error:  # the driver's, SQLAlchemy's or Hydra's, with multi-line reports
             text = str(error.__cause__ or error).strip()
@@ -129,6 +138,11 @@ class StudySpec:
             return pruner(**self.pruner_options)
         except TypeError as error:
             raise ConfigError(f"hydra.sweeper.pruner_options for pruner={self.pruner}: {error}") from error
+
+
+# Optuna 4.9 renamed the callback for trials whose heartbeat stopped.
+_STALE_CALLBACK = ("heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in
+                   inspect.signature(optuna.storages.RDBStorage).parameters else "failed_trial_callback")
 
 
 def sweep_storage(sweep_dir: Path) -> dict[str, Any]:
@@ -290,6 +304,79 @@ def requeue(study: optuna.Study, number: int, params: dict[str, Any], user_attrs
     """Queue an interrupted trial's parameters again, once; its rerun replaces it in the count."""
     study.enqueue_trial(params, user_attrs={REQUEUED_ATTR: number,
                                             **({BASELINE_ATTR: True} if user_attrs.get(BASELINE_ATTR) else {})})
+
+
+class Heartbeats:
+    """This sweep's running trials beat in the study's RDB storage (SQLite, PostgreSQL), and any stale
+    trial, whichever worker ran it, is failed and queued again (Optuna's heartbeat, used with ask/tell).
+    A no-op for storages without heartbeats (journal files) or with `heartbeat_interval: null`."""
+
+    def __init__(self, study: optuna.Study, storage: optuna.storages.BaseStorage, interval: Optional[int]) -> None:
+        self.study = study
+        self.storage = storage
+        self.interval = interval if interval and isinstance(storage, BaseHeartbeat) else None
+        self._study_id = storage.get_study_id_from_name(study.study_name) if self.interval else None
+        self._beating: dict[int, int] = {}  # trial number -> trial id
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="cnnsweep-heartbeat", daemon=True)
+
+    def __enter__(self) -> "Heartbeats":
+        if self.interval:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def ask(self, fixed_distributions: dict[str, Any]) -> optuna.Trial:
+        """study.ask, without Optuna's warning that heartbeats are meant for Study.optimize: this class
+        beats for the trials an ask/tell loop runs."""
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+            return self.study.ask(fixed_distributions=fixed_distributions)
+
+    def add(self, number: int) -> None:
+        if self.interval:
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+            self.storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+            with self._lock:
+                self._beating[number] = trial_id
+
+    def remove(self, number: int) -> None:
+        with self._lock:
+            self._beating.pop(number, None)
+
+    def fail_stale(self) -> None:
+        if self.interval:
+            with warnings.catch_warnings():  # "fail_stale_trials is experimental" (since Optuna 2.9)
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
+
+    def others_running(self) -> int:
+        """RUNNING trials of the study this sweep is not running (other workers', live or dead)."""
+        if not self.interval:
+            return 0
+        with self._lock:
+            ours = set(self._beating)
+        return sum(trial.number not in ours for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    def _beat(self) -> None:
+        assert self.interval is not None
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                trial_ids = list(self._beating.values())
+            for trial_id in trial_ids:
+                self.storage.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+
+
+def _requeue_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Optuna's failed-trial callback for a trial whose sweep process stopped beating (died on any host)."""
+    requeue(study, trial.number, trial.params, trial.user_attrs)
+    log.warning("trial %d: its sweep process (%s) stopped its heartbeat; failed and queued again", trial.number,
+                trial.user_attrs.get(WORKER_ATTR, "unknown"))
 
 
 def run_status(run_dir: Path) -> Optional[str]:
