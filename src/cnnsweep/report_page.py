@@ -36,7 +36,7 @@ th{background:#f3f3f3;cursor:pointer;position:sticky;top:0;user-select:none}
 th.sorted-desc::after{content:" \\25BC"}th.sorted-asc::after{content:" \\25B2"}
 td.text{text-align:left}
 tr.best td{background:#e4f5e4;font-weight:600}
-tr.baseline td:nth-child(2)::after{content:" (baseline)";font-weight:400;color:#555}
+#leaderboard tr.baseline td:nth-child(2)::after{content:" (baseline)";font-weight:400;color:#555}
 tr.failed td{color:#b00}tr.pruned td{color:#a60}tr.running td{color:#777}
 td.error{max-width:24em;overflow:hidden;text-overflow:ellipsis}
 .files a{margin-right:.4em}

@@ -207,5 +207,5 @@ def train(
         save_model(model, run_dir / MODEL_FILE)
     except DiskFull as error:
         raise DiskFull(f"{error}; test_accuracy {metrics['test_accuracy']:.4f} and the other figures measured are "
-                       "kept in metrics.json", measured=metrics) from error
+                       "kept in metrics.json", measured=metrics) from error.__cause__  # the OSError
     return TrainingResult(metrics=metrics, stopped_early=recorder.stopped_early)
