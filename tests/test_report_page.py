@@ -118,3 +118,17 @@ def test_the_page_in_a_real_browser(reviewed: Path) -> None:
     shot = run_browser(binary, f"--screenshot={screenshot}", (reviewed / "report.html").as_uri())
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000
+
+
+def test_a_multi_objective_search_gets_its_pareto_front(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    search = run_cli(*fake_search_args(tiny_data, searched=("model.filters",)), "hydra.sweeper.n_trials=6",
+                     "training.epochs=1", "hydra.sweeper.metric=[val_accuracy,params]",
+                     "hydra.sweeper.direction=[maximize,minimize]", "hydra/sweeper/sampler=nsgaii",
+                     "hydra.sweeper.sampler.population_size=4", f"hydra.sweeper.storage=sqlite:///{tmp_path / 'mo.db'}",
+                     f"hydra.sweep.dir={tmp_path / 'mo'}", command=FAKE_RUN)
+    assert search.returncode == 0, search.stderr
+    report = run_cli(str(tmp_path / "mo"), command=REPORT)
+    assert report.returncode == 0, report.stderr
+    front = tmp_path / "mo" / "quick_pareto.png"
+    assert front.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and front.stat().st_size > 10_000
+    assert 'alt="quick pareto"' in (tmp_path / "mo" / "report.html").read_text()
