@@ -1,7 +1,7 @@
 """The `cnnsweep` command: everything besides training itself, which stays `uv run python src/run.py`.
 
     uv run cnnsweep report [PATH ...] [--output FILE] [--top N] [--aggregate-seeds] [--baseline RUN] [--no-plots]
-    uv run cnnsweep rerun RUN_DIR [OVERRIDES ...]
+    uv run cnnsweep rerun RUN_DIR [--resume] [OVERRIDES ...]
 
 Every subcommand keeps the one-line error contract of cnnsweep.errors.
 """
@@ -38,6 +38,8 @@ def parser() -> argparse.ArgumentParser:
                                 description="Train a past run again from its saved .hydra/config.yaml; "
                                             "Hydra overrides (also -m) apply on top.")
     rerun.add_argument("run_dir", type=Path, help="a run folder (outputs/runs/<time> or a multirun job folder)")
+    rerun.add_argument("--resume", action="store_true",
+                       help="continue a killed or interrupted run in its own folder after its last finished epoch")
     rerun.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides, e.g. seed=1 or -m seed=0,1,2")
     return main
 
@@ -52,4 +54,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     else:
         from cnnsweep.rerun import replay, rerun_arguments
 
-        replay(run_with_one_line_errors(lambda: rerun_arguments(args.run_dir, args.overrides)))
+        # RUN_DIR's overrides take the rest of the line, so `--resume` may come after it too
+        resume = args.resume or "--resume" in args.overrides
+        overrides = [item for item in args.overrides if item != "--resume"]
+        replay(run_with_one_line_errors(lambda: rerun_arguments(args.run_dir, overrides, resume)))

@@ -123,6 +123,7 @@ class TrainingConfig:
     progress: Progress
     lr_schedule: LrSchedule
     warmup_epochs: float
+    resume: bool  # continue from the run folder's checkpoint.keras (`cnnsweep rerun RUN_DIR --resume`)
 
 
 @dataclass

@@ -29,6 +29,8 @@ METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 ENVIRONMENT_FILE = "environment.json"
 MODEL_FILE = "model.keras"
+CHECKPOINT_FILE = "checkpoint.keras"  # the model and optimizer after the last finished epoch, until the run ends
+CHECKPOINT_EPOCH_FILE = "checkpoint.json"  # which epoch checkpoint.keras holds
 NATIVE_LOG_FILE = "tensorflow.log"  # what TensorFlow's native code printed while it started
 NATIVE_LOG_ENV = "CNNSWEEP_TF_LOGS"  # 1: those lines on the console instead, as TensorFlow prints them
 
@@ -92,6 +94,16 @@ def _disk_full(error: BaseException) -> Optional[int]:
             return seen.errno
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def read_history(path: Path) -> list[dict[str, Any]]:
+    """history.csv's rows as written by write_history (numbers as floats, epoch as int)."""
+    with open(path, newline="") as handle:
+        rows = [{key: float(value) if value != "" else math.nan for key, value in row.items()}
+                for row in csv.DictReader(handle)]
+    for row in rows:
+        row["epoch"] = int(row["epoch"])
+    return rows
 
 
 def write_json(path: Path, data: dict[str, Any], durable: bool = False) -> None:

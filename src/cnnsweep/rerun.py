@@ -2,7 +2,8 @@
 
 The saved `.hydra/config.yaml` is the fully composed config, so it becomes the primary config
 (`--config-path`): the rerun does not depend on today's conf/ defaults, and on CPU it reproduces
-history.csv exactly. Extra overrides (`seed=1`, or `-m seed=0,1,2`) apply on top of it.
+history.csv exactly. Extra overrides (`seed=1`, or `-m seed=0,1,2`) apply on top of it. `--resume`
+continues a killed or interrupted run in its own folder after its last finished epoch.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ RERUN_DIR = "outputs/reruns/${now:%Y-%m-%d_%H-%M-%S-%f}"
 RERUN_SWEEP_DIR = "outputs/multiruns/${now:%Y-%m-%d_%H-%M-%S-%f}"
 
 
-def rerun_arguments(run_dir: Path, overrides: list[str]) -> list[str]:
-    """Hydra command-line arguments that replay the run in `run_dir`, with `overrides` on top."""
+def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -> list[str]:
+    """Hydra command-line arguments that replay the run in `run_dir`, with `overrides` on top; `resume`
+    continues it in its own folder from its last checkpointed epoch instead."""
     saved = run_dir / ".hydra" / "config.yaml"
     if not saved.is_file():
         raise ConfigError(
@@ -32,8 +34,9 @@ def rerun_arguments(run_dir: Path, overrides: list[str]) -> list[str]:
         str(saved.parent.resolve()),
         "--config-name",
         "config",
-        f"hydra.run.dir={RERUN_DIR}",
+        f"hydra.run.dir={run_dir.resolve() if resume else RERUN_DIR}",
         f"hydra.sweep.dir={RERUN_SWEEP_DIR}",
+        *(["training.resume=true"] if resume else []),
         *overrides,
     ]
 

@@ -5,6 +5,7 @@ Imported only after `hardware.configure`, because importing Keras starts TensorF
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -20,7 +21,10 @@ from cnnsweep.data import Dataset
 from cnnsweep.errors import ConfigError, DiskFull, TrainingError
 from cnnsweep.hardware import make_strategy
 from cnnsweep.model import build_model
-from cnnsweep.records import HISTORY_FILE, MODEL_FILE, save_model, write_history
+from cnnsweep.records import (
+    CHECKPOINT_EPOCH_FILE, CHECKPOINT_FILE, HISTORY_FILE, MODEL_FILE, read_history, save_model, write_history,
+    write_json,
+)
 from cnnsweep.tensorboard_hparams import TENSORBOARD_DIR, write_hparams
 from cnnsweep.task import TrainingResult
 
@@ -56,11 +60,12 @@ def build_optimizer(config: OptimizerConfig, rate: Any = None) -> keras.optimize
 class EpochRecorder(keras.callbacks.Callback):
     """Times each epoch, rewrites history.csv, and hands the row to `on_epoch`, which may stop training."""
 
-    def __init__(self, history_path: Path, on_epoch: Callable[[dict[str, Any]], bool]) -> None:
+    def __init__(self, history_path: Path, on_epoch: Callable[[dict[str, Any]], bool],
+                 rows: Optional[list[dict[str, Any]]] = None) -> None:
         super().__init__()
         self.history_path = history_path
         self.on_epoch = on_epoch
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[dict[str, Any]] = list(rows or [])  # a resumed run's earlier epochs
         self.stopped_early = False
         self._epoch_started = 0.0
 
@@ -76,6 +81,48 @@ class EpochRecorder(keras.callbacks.Callback):
         if self.on_epoch(row) and epoch + 1 < self.params["epochs"]:
             self.stopped_early = True
             self.model.stop_training = True
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After every epoch (once history.csv has it): the model with its optimizer state, saved atomically,
+    then the epoch it holds, so a killed run can continue from there (training.resume)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
+        save_model(self.model, self.run_dir / CHECKPOINT_FILE)
+        write_json(self.run_dir / CHECKPOINT_EPOCH_FILE, {"epoch": epoch + 1, "random_state": random_state(self.model)})
+
+    def remove(self) -> None:
+        for name in (CHECKPOINT_EPOCH_FILE, CHECKPOINT_FILE):
+            (self.run_dir / name).unlink(missing_ok=True)
+
+
+def restore_checkpoint(model: keras.Model, run_dir: Path) -> tuple[int, list[dict[str, Any]]]:
+    """Load the run folder's checkpoint into `model` (weights, optimizer state, random-generator state);
+    return the epochs it completed and their history rows. (0, []) without a checkpoint."""
+    try:
+        saved = json.loads((run_dir / CHECKPOINT_EPOCH_FILE).read_text())
+        epoch = int(saved["epoch"])
+        rows = [row for row in read_history(run_dir / HISTORY_FILE) if row["epoch"] <= epoch]
+    except (OSError, ValueError, KeyError):
+        return 0, []
+    if len(rows) != epoch or not (run_dir / CHECKPOINT_FILE).is_file():
+        return 0, []
+    model.optimizer.build(model.trainable_variables)  # else Keras skips the saved optimizer state
+    model.load_weights(run_dir / CHECKPOINT_FILE)
+    for variable in model.variables:  # load_weights leaves the dropout generators' counters at 0
+        if variable.path in saved.get("random_state", {}):
+            variable.assign(np.array(saved["random_state"][variable.path], dtype=variable.dtype))
+    return epoch, rows
+
+
+def random_state(model: keras.Model) -> dict[str, list[int]]:
+    """The state of each random generator of the model (Dropout's), which .keras files do not keep."""
+    return {variable.path: np.asarray(variable.numpy()).tolist() for variable in model.variables
+            if "seed_generator_state" in variable.path}
 
 
 class NanLossGuard(keras.callbacks.Callback):
@@ -97,14 +144,15 @@ class NanLossGuard(keras.callbacks.Callback):
 
 
 def training_batches(
-    x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, seed: int, shuffle: bool
+    x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, seed: int, shuffle: bool, first_epoch: int = 0
 ) -> tf.data.Dataset:
     """Batches for every epoch in one dataset, reshuffled each epoch by a stateless (seed, epoch) shuffle.
 
     Keras' own `shuffle=True` draws its permutation from a seeded op that restarts with every epoch's
     iterator, so under a fixed seed every epoch sees the same order (and accuracy suffers). Here each
     epoch's order depends on (seed, epoch) only: different every epoch, identical across reruns.
-    Batches are gathered from one in-memory copy, as Keras' array adapter does.
+    Batches are gathered from one in-memory copy, as Keras' array adapter does. A resumed run starts
+    at `first_epoch` (0-based) with exactly the batches an uninterrupted run had there.
     """
     count = len(x)
     full = count // batch_size * batch_size
@@ -122,7 +170,7 @@ def training_batches(
 
     arrays = tf.data.Dataset.from_tensors((x, y)).repeat()
     return (
-        tf.data.Dataset.zip(tf.data.Dataset.range(epochs).flat_map(epoch_batches), arrays)
+        tf.data.Dataset.zip(tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches), arrays)
         .map(lambda indices, data: (tf.gather(data[0], indices), tf.gather(data[1], indices)),
              num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
@@ -155,18 +203,26 @@ def train(
             metrics=["accuracy"],
             jit_compile=config.hardware.jit_compile,
         )
-    recorder = EpochRecorder(run_dir / HISTORY_FILE, on_epoch)
+    with strategy.scope():
+        first_epoch, earlier = restore_checkpoint(model, run_dir) if training.resume else (0, [])
+    if training.resume:
+        log.info("%s", f"resuming after epoch {first_epoch} from {run_dir / CHECKPOINT_FILE}" if first_epoch
+                 else f"no checkpoint to resume from in {run_dir}; training from epoch 1")
+    recorder = EpochRecorder(run_dir / HISTORY_FILE, on_epoch, earlier)
     nan_guard = NanLossGuard()
-    callbacks: list[keras.callbacks.Callback] = [nan_guard, recorder]
+    checkpoint = EpochCheckpoint(run_dir)
+    callbacks: list[keras.callbacks.Callback] = [nan_guard, recorder, checkpoint]
     if config.training.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / TENSORBOARD_DIR)))
     validation = (data.x_val, data.y_val) if data.x_val is not None else None
 
-    batches = training_batches(data.x_train, data.y_train, batch_size, training.epochs, config.seed, training.shuffle)
+    batches = training_batches(data.x_train, data.y_train, batch_size, training.epochs, config.seed, training.shuffle,
+                               first_epoch)
     started = time.perf_counter()
     model.fit(
         batches,
         epochs=training.epochs,
+        initial_epoch=first_epoch,
         steps_per_epoch=steps_per_epoch,
         shuffle=False,  # `batches` is already reshuffled every epoch
         validation_data=validation,
@@ -200,11 +256,13 @@ def train(
         "seconds_per_epoch": float(np.mean([row["seconds"] for row in recorder.rows])),
         "replicas": replicas,
         "global_batch_size": batch_size,
+        "resumed_after_epoch": first_epoch or None,
     }
     if config.training.tensorboard:
         write_hparams(run_dir, config, metrics)
     try:
         save_model(model, run_dir / MODEL_FILE)
+        checkpoint.remove()  # model.keras holds the end state now
     except DiskFull as error:
         raise DiskFull(f"{error}; test_accuracy {metrics['test_accuracy']:.4f} and the other figures measured are "
                        "kept in metrics.json", measured=metrics) from error.__cause__  # the OSError
