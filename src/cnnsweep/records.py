@@ -79,14 +79,14 @@ def save_model(model: Any, path: Path) -> None:
         os.replace(partial, path)
     except Exception as error:
         partial.unlink(missing_ok=True)
-        full = _disk_full(error)
+        full = disk_full_errno(error)
         if full is not None:
             raise DiskFull(f"no space left on the disk for {path} ({errno.errorcode[full]}); free space there "
                            "or write runs elsewhere (hydra.run.dir, hydra.sweep.dir)") from error
         raise
 
 
-def _disk_full(error: BaseException) -> Optional[int]:
+def disk_full_errno(error: BaseException) -> Optional[int]:
     """ENOSPC or EDQUOT somewhere in the exception's chain (Keras may wrap the OSError)."""
     seen: Optional[BaseException] = error
     while seen is not None:

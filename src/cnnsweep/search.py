@@ -6,9 +6,12 @@ per-epoch pruning, failure tolerance and no batch barrier.
 - Up to `n_jobs` trials run at once (by default as many as the launcher has slots) and a finished
   trial's slot takes the next trial immediately. The launcher is used only through the contract of
   cnnsweep.launching, which also tells each trial's run folder.
-- Each trial's result is read from its metrics.json (cnnsweep.study), so completed, pruned and failed
-  trials (even a job process that was killed) reach the study with the right state, and none is left
-  RUNNING; trials a dead sweep process left RUNNING are settled on the next start.
+- Each trial's result is read from its metrics.json (cnnsweep.study), or for an app that is not a cnnsweep
+  run from its task's return value, so completed, pruned and failed trials (even a job process that was
+  killed) reach the study with the right state, and none is left RUNNING; trials of a dead sweep
+  process are settled on the next start (same host) or by any worker's heartbeat check.
+- A new study's trial 0 is the composed config (the baseline); `timeout` stops launching; Ctrl-C or
+  SIGTERM stops the search in order (cnnsweep.interrupts); every bad setting is refused before trial 0.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ from cnnsweep.errors import ConfigError, DiskFull, TrainingError
 from cnnsweep.hardware import make_strategy
 from cnnsweep.model import build_model
 from cnnsweep.records import (
-    CHECKPOINT_EPOCH_FILE, CHECKPOINT_FILE, HISTORY_FILE, MODEL_FILE, read_history, save_model, write_history,
-    write_json,
+    CHECKPOINT_EPOCH_FILE, CHECKPOINT_FILE, HISTORY_FILE, MODEL_FILE, disk_full_errno, read_history, save_model,
+    write_history, write_json,
 )
 from cnnsweep.tensorboard_hparams import TENSORBOARD_DIR, write_hparams
 from cnnsweep.task import TrainingResult
@@ -90,10 +90,22 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def __init__(self, run_dir: Path) -> None:
         super().__init__()
         self.run_dir = run_dir
+        self.saving = True
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
-        save_model(self.model, self.run_dir / CHECKPOINT_FILE)
-        write_json(self.run_dir / CHECKPOINT_EPOCH_FILE, {"epoch": epoch + 1, "random_state": random_state(self.model)})
+        if not self.saving:
+            return
+        try:
+            save_model(self.model, self.run_dir / CHECKPOINT_FILE)
+            write_json(self.run_dir / CHECKPOINT_EPOCH_FILE,
+                       {"epoch": epoch + 1, "random_state": random_state(self.model)})
+        except (DiskFull, OSError) as error:  # a checkpoint is a convenience: on a full disk, training goes on
+            if not isinstance(error, DiskFull) and disk_full_errno(error) is None:
+                raise
+            self.remove()  # never one epoch's model beside another epoch's record
+            self.saving = False
+            log.warning("checkpoint after epoch %d not saved (%s); training goes on without checkpoints",
+                        epoch + 1, error)
 
     def remove(self) -> None:
         for name in (CHECKPOINT_EPOCH_FILE, CHECKPOINT_FILE):
