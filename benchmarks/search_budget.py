@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 import optuna
 
-from warm_workers import PROTOCOL, ROOT, run_for
+from warm_workers import PROTOCOL, ROOT, print_summary, run_for
 
 SETUPS = {
     "tpe+baseline": [],
@@ -67,12 +66,7 @@ def main() -> None:
                 print(f"seed {seed} {setup:13s} trials {result['trials']:3d}  best val_accuracy {result['best_val']:.4f}"
                       f"  (baseline trial {result['baseline_val']:.4f})", flush=True)
     print()
-    for setup, runs in results.items():
-        best = [run["best_val"] for run in runs]
-        trials = [run["trials"] for run in runs]
-        spread = statistics.stdev(best) if len(best) > 1 else 0.0
-        print(f"{setup:13s} best val_accuracy mean {statistics.mean(best):.4f} ± {spread:.4f} {[round(b, 4) for b in best]}"
-              f"  trials mean {statistics.mean(trials):.1f} {trials}")
+    print_summary(results)
 
 
 if __name__ == "__main__":

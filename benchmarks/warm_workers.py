@@ -126,6 +126,16 @@ def keras_tuner_search(seed: int, budget: float, workdir: Path) -> dict:
             "overhead_s": float("nan"), "first_job_overhead_s": float("nan")}
 
 
+def print_summary(results: dict[str, list[dict]]) -> None:
+    """Per setup, over the seeds: trials finished and the best val_accuracy, mean ± standard deviation."""
+    for setup, runs in results.items():
+        trials = [run["trials"] for run in runs]
+        best = [run["best_val"] for run in runs]
+        spread = statistics.stdev(best) if len(best) > 1 else 0.0
+        print(f"{setup:13s} trials mean {statistics.mean(trials):5.1f} {trials}  best val_accuracy mean "
+              f"{statistics.mean(best):.4f} ± {spread:.4f} {[round(value, 4) for value in best]}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=290.0, help="seconds of wall time per search")
@@ -147,12 +157,7 @@ def main() -> None:
                       f"best val_accuracy {result['best_val']:.4f}  per-job overhead {result['overhead_s']:.2f} s "
                       f"(first job of a worker {result['first_job_overhead_s']:.2f} s)", flush=True)
     print()
-    for setup, runs in results.items():
-        trials = [run["trials"] for run in runs]
-        best = [run["best_val"] for run in runs]
-        spread = statistics.stdev(best) if len(best) > 1 else 0.0
-        print(f"{setup:12s} trials mean {statistics.mean(trials):5.1f} {trials}  best val_accuracy mean "
-              f"{statistics.mean(best):.4f} ± {spread:.4f}")
+    print_summary(results)
     if {"warm", "fresh", "keras-tuner"} <= set(results):
         warm, fresh, tuner = (statistics.mean(run["trials"] for run in results[name])
                               for name in ("warm", "fresh", "keras-tuner"))
