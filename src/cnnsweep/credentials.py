@@ -60,6 +60,14 @@ def redact_override(override: str) -> str:
     return override
 
 
+def redact_hydra_node(config: Any) -> None:
+    """Remove the storage password from a composed config's hydra node, in place (in an open_dict): the
+    sweeper's `storage` and the recorded `hydra.sweeper.storage=` override."""
+    if "storage" in config.hydra.sweeper:
+        config.hydra.sweeper.storage = redact(config.hydra.sweeper.storage)
+    config.hydra.overrides.hydra = [redact_override(item) for item in config.hydra.overrides.hydra]
+
+
 def _userinfo(storage: Any) -> Optional[str]:
     if not isinstance(storage, str) or "://" not in storage:
         return None

@@ -21,7 +21,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cnnsweep.credentials import redact, redact_override
+from cnnsweep.credentials import redact_hydra_node
 from cnnsweep.errors import CnnsweepError
 
 SUPPORTED_HYDRA = ">=1.3.2,<1.4"  # the bound in pyproject.toml, checked by the tests
@@ -37,9 +37,7 @@ def compose_job_config(hydra_context: HydraContext, sweep_config: DictConfig, ov
     with open_dict(job_config):
         job_config.hydra.job.id = number
         job_config.hydra.job.num = number
-        if "storage" in job_config.hydra.sweeper:  # the job's .hydra/hydra.yaml gets no password
-            job_config.hydra.sweeper.storage = redact(job_config.hydra.sweeper.storage)
-        job_config.hydra.overrides.hydra = [redact_override(item) for item in job_config.hydra.overrides.hydra]
+        redact_hydra_node(job_config)  # the job's .hydra/hydra.yaml gets no password
     return job_config
 
 

@@ -30,7 +30,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import TrialState
 
 from cnnsweep import hydra_internals
-from cnnsweep.credentials import redact, redact_override
+from cnnsweep.credentials import redact_hydra_node
 from cnnsweep.config import METRIC_DIRECTIONS, check_metric, objective_metric
 from cnnsweep.errors import CnnsweepError, ConfigError
 from cnnsweep.launching import JobOutcome, TrialJob, TrialLauncher
@@ -318,8 +318,7 @@ def redacted(config: DictConfig) -> DictConfig:
     """The sweep config without the storage URL's password (cnnsweep.credentials)."""
     copy = config.copy()
     with open_dict(copy):
-        copy.hydra.sweeper.storage = redact(OmegaConf.to_container(copy.hydra.sweeper)["storage"])
-        copy.hydra.overrides.hydra = [redact_override(item) for item in copy.hydra.overrides.hydra]
+        redact_hydra_node(copy)
     return copy
 
 
