@@ -127,18 +127,9 @@ def _ranks(frame: pd.DataFrame) -> pd.Series:
 
 
 def _sweep_config(roots: list[Path], sweep: str) -> Optional[dict[str, Any]]:
-    for root in roots:
-        base = (root if root.is_dir() else root.parent).resolve().parent
-        path = base / sweep / SWEEP_CONFIG_FILE
-        if path.is_file():
-            try:
-                config = OmegaConf.to_container(OmegaConf.load(path))
-            except (OmegaConfBaseException, ValueError):
-                return None
-            assert isinstance(config, dict)
-            config.pop("hydra", None)
-            return pd.json_normalize(config, sep=".").iloc[0].to_dict() if config else {}
-    return None
+    """A sweep's multirun.yaml as dotted keys (its hydra node left out), or None without one."""
+    path = run_folder(sweep, roots) / SWEEP_CONFIG_FILE
+    return _flat_yaml(path) if path.is_file() else None
 
 
 def sort_by_objective(frame: pd.DataFrame) -> pd.DataFrame:
@@ -212,12 +203,28 @@ def _read_run(run_dir: Path, roots: list[Path]) -> tuple[dict[str, Any], dict[st
 
 
 def _flat_config(run_dir: Path) -> dict[str, Any]:
+    return _flat_yaml(run_dir / ".hydra" / "config.yaml") or {}
+
+
+def _flat_yaml(path: Path) -> Optional[dict[str, Any]]:
+    """A saved config as dotted keys, without a hydra node; None where it cannot be read."""
     try:
-        config = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+        config = OmegaConf.to_container(OmegaConf.load(path))
     except (OSError, OmegaConfBaseException, ValueError):
-        return {}
+        return None
     assert isinstance(config, dict)
+    config.pop("hydra", None)
     return pd.json_normalize(config, sep=".").iloc[0].to_dict() if config else {}
+
+
+def is_missing(value: Any) -> bool:
+    """An empty leaderboard cell: None, NaN or pandas' NA (never a list or a string)."""
+    if isinstance(value, (list, tuple, dict)):
+        return False
+    try:
+        return value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):  # an array: a value
+        return False
 
 
 def run_folder(run: str, roots: list[Path]) -> Path:

@@ -8,7 +8,6 @@ Points are labelled with their run; failed and pruned runs are drawn, distinct b
 from __future__ import annotations
 
 import logging
-import math
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -23,7 +22,7 @@ import optuna  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from cnnsweep.errors import ConfigError  # noqa: E402
-from cnnsweep.leaderboard import config_columns, run_folder  # noqa: E402
+from cnnsweep.leaderboard import config_columns, is_missing, run_folder  # noqa: E402
 from cnnsweep.records import HISTORY_FILE  # noqa: E402
 from cnnsweep.study import STUDY_FILE, StudySpec  # noqa: E402
 
@@ -223,17 +222,13 @@ def _front(data: pd.DataFrame, x: str, y: str, x_way: str, y_way: str) -> pd.Dat
 def _axis_values(column: pd.Series) -> tuple[pd.Series, Optional[list[str]]]:
     """Numbers as they are (a run without the key: NaN, not drawn); anything else as positions of its
     sorted distinct values, with those values as tick labels ("-": the run has no such key)."""
-    present = column[~column.map(_missing)]
+    present = column[~column.map(is_missing)]
     numeric = pd.to_numeric(present, errors="coerce")
     if len(present) and numeric.notna().all() and not present.map(lambda value: isinstance(value, bool)).any():
-        return pd.to_numeric(column.where(~column.map(_missing)), errors="coerce"), None
-    text = column.map(lambda value: "-" if _missing(value) else str(value))
+        return pd.to_numeric(column.where(~column.map(is_missing)), errors="coerce"), None
+    text = column.map(lambda value: "-" if is_missing(value) else str(value))
     labels = sorted(text.unique())
     return text.map({label: index for index, label in enumerate(labels)}).astype(float), labels
-
-
-def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _unit(column: pd.Series) -> np.ndarray:

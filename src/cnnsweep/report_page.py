@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import base64
 import html
-import math
 import os
 from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
 
-from cnnsweep.leaderboard import run_folder
+from cnnsweep.leaderboard import is_missing, run_folder
 from cnnsweep.plots import short_name
 from cnnsweep.records import HISTORY_FILE, METRICS_FILE, MODEL_FILE, write_atomic
 
@@ -151,7 +150,7 @@ def _table(frame: pd.DataFrame, roots: list[Path], page_folder: Path, name: str)
     body = []
     for _, row in frame.iterrows():
         classes = [str(row.get("status", ""))]
-        if not _missing(row.get("rank")) and row.get("rank") == 1:
+        if not is_missing(row.get("rank")) and row.get("rank") == 1:
             classes.append("best")
         if row.get("baseline") == True:  # noqa: E712  (NaN where there is none)
             classes.append("baseline")
@@ -164,7 +163,7 @@ def _table(frame: pd.DataFrame, roots: list[Path], page_folder: Path, name: str)
 
 
 def _cell(column: str, value: Any, roots: list[Path], page_folder: Path) -> str:
-    if _missing(value):
+    if is_missing(value):
         return '<td data-value=""></td>'
     if column == "run":
         folder = os.path.relpath(run_folder(str(value), roots), page_folder)
@@ -189,13 +188,6 @@ def _file_links(run: str, roots: list[Path], page_folder: Path) -> str:
     links = [f'<a href="{html.escape(os.path.relpath(folder / file, page_folder))}">{label}</a>'
              for file, label in files if (folder / file).is_file()]
     return "".join(links)
-
-
-def _missing(value: Any) -> bool:
-    try:
-        return value is None or (isinstance(value, float) and math.isnan(value)) or pd.isna(value) is True
-    except (TypeError, ValueError):
-        return False
 
 
 def _number(value: Any) -> str:
