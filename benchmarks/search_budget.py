@@ -25,7 +25,7 @@ from pathlib import Path
 
 import optuna
 
-from warm_workers import PROTOCOL, ROOT, print_summary, run_for
+from warm_workers import PROTOCOL, ROOT, print_summary, run_all, run_for
 
 SETUPS = {
     "tpe+baseline": [],
@@ -57,14 +57,10 @@ def main() -> None:
     args = parser.parse_args()
     if not os.environ.get("CNNSWEEP_DATA_DIR"):
         sys.exit("error: set CNNSWEEP_DATA_DIR to a folder holding mnist.npz")
-    results: dict[str, list[dict]] = {setup: [] for setup in args.setups}
     with tempfile.TemporaryDirectory() as folder:
-        for seed in args.seeds:
-            for setup in args.setups:
-                result = search(setup, seed, args.budget, Path(folder))
-                results[setup].append(result)
-                print(f"seed {seed} {setup:13s} trials {result['trials']:3d}  best val_accuracy {result['best_val']:.4f}"
-                      f"  (baseline trial {result['baseline_val']:.4f})", flush=True)
+        results = run_all(args.seeds, args.setups, lambda setup, seed: search(setup, seed, args.budget, Path(folder)),
+                          lambda result: (f"trials {result['trials']:3d}  best val_accuracy {result['best_val']:.4f}  "
+                                          f"(baseline trial {result['baseline_val']:.4f})"))
     print()
     print_summary(results)
 

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import optuna
 
@@ -126,6 +127,19 @@ def keras_tuner_search(seed: int, budget: float, workdir: Path) -> dict:
             "overhead_s": float("nan"), "first_job_overhead_s": float("nan")}
 
 
+def run_all(seeds: list[int], setups: list[str], run_one: Callable[[str, int], dict],
+            describe: Callable[[dict], str]) -> dict[str, list[dict]]:
+    """Each setup once per seed, seeds outermost (so slow drifts of the machine hit every setup alike);
+    one line per result as it comes."""
+    results: dict[str, list[dict]] = {setup: [] for setup in setups}
+    for seed in seeds:
+        for setup in setups:
+            result = run_one(setup, seed)
+            results[setup].append(result)
+            print(f"seed {seed} {setup:13s} {describe(result)}", flush=True)
+    return results
+
+
 def print_summary(results: dict[str, list[dict]]) -> None:
     """Per setup, over the seeds: trials finished and the best val_accuracy, mean ± standard deviation."""
     for setup, runs in results.items():
@@ -145,17 +159,15 @@ def main() -> None:
     args = parser.parse_args()
     if not os.environ.get("CNNSWEEP_DATA_DIR"):
         sys.exit("error: set CNNSWEEP_DATA_DIR to a folder holding mnist.npz")
-    results: dict[str, list[dict]] = {setup: [] for setup in args.setups}
     with tempfile.TemporaryDirectory() as folder:
-        for seed in args.seeds:
-            for setup in args.setups:
-                workdir = Path(folder)
-                result = (keras_tuner_search(seed, args.budget, workdir) if setup == "keras-tuner"
-                          else cnnsweep_search(setup, seed, args.sampler, args.budget, workdir))
-                results[setup].append(result)
-                print(f"seed {seed} {setup:12s} trials {result['trials']:3d}  epochs {result['epochs']:3d}  "
-                      f"best val_accuracy {result['best_val']:.4f}  per-job overhead {result['overhead_s']:.2f} s "
-                      f"(first job of a worker {result['first_job_overhead_s']:.2f} s)", flush=True)
+        workdir = Path(folder)
+        results = run_all(
+            args.seeds, args.setups,
+            lambda setup, seed: (keras_tuner_search(seed, args.budget, workdir) if setup == "keras-tuner"
+                                 else cnnsweep_search(setup, seed, args.sampler, args.budget, workdir)),
+            lambda result: (f"trials {result['trials']:3d}  epochs {result['epochs']:3d}  best val_accuracy "
+                            f"{result['best_val']:.4f}  per-job overhead {result['overhead_s']:.2f} s (first job "
+                            f"of a worker {result['first_job_overhead_s']:.2f} s)"))
     print()
     print_summary(results)
     if {"warm", "fresh", "keras-tuner"} <= set(results):
