@@ -8,24 +8,35 @@ whose process was killed or whose cluster job was cancelled, is a value, never a
 goes on, and the run folder's metrics.json says `failed` with the same error.
 
 Implemented by cnnsweep's process launcher (`launcher=local|parallel`), its Slurm launchers
-(`launcher=slurm|slurm_local`), and, through HydraLauncherAdapter, by any other Hydra launcher.
+(`launcher=slurm|slurm_local`), and, through HydraLauncherAdapter, by any other Hydra launcher. The first
+two run a grid's batch through the same contract (`run_batch`), so a grid and a search share progress
+lines, interrupts, continuation of a sweep folder and failure recording.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import math
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Protocol, Sequence, runtime_checkable
 
-from hydra.core.utils import JobReturn
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from cnnsweep import hydra_internals
-from cnnsweep.records import mark_failed
+from cnnsweep.errors import CnnsweepError
+from cnnsweep.interrupts import SWEEP
+from cnnsweep.progress import Best, Progress
+from cnnsweep.records import METRICS_FILE, mark_failed
+
+log = logging.getLogger(__name__)
 
 
 def _ignore(run_dir: Path) -> None:
@@ -46,6 +57,11 @@ class JobOutcome:
     job_return: Optional[JobReturn] = None  # None when the launcher has none (a lost batch or submitit job)
 
 
+class JobCannotStart(CnnsweepError):
+    """Raised by `run_trial` when no job of the sweep would run as configured (a cluster refuses the
+    request, or holds it for good): the sweep stops with this one line instead of failing every job."""
+
+
 @runtime_checkable
 class TrialLauncher(Protocol):
     """What a search needs of a launcher; see the module docstring."""
@@ -55,7 +71,8 @@ class TrialLauncher(Protocol):
         """Trials it runs at once."""
 
     def run_trial(self, job: TrialJob) -> JobOutcome:
-        """Run one job to its end; safe to call from several threads at once; never raises for the job."""
+        """Run one job to its end; safe to call from several threads at once; never raises for the job
+        (only JobCannotStart, which is about every job)."""
 
 
 def outcome(result: JobReturn, run_dir: Path) -> JobOutcome:
@@ -67,6 +84,97 @@ def failed(run_dir: Path, error: str, job_return: Optional[JobReturn] = None) ->
     """A job that ended without reporting back: recorded as failed in its run folder and returned so."""
     mark_failed(run_dir, error)
     return JobOutcome(run_dir, error, job_return)
+
+
+def kept_or_unstarted(job: TrialJob, job_config: DictConfig) -> Optional[JobOutcome]:
+    """The outcome of a job that needs no launch: completed before in the same folder with the same
+    overrides (a continued sweep keeps it), or not started because the sweep is being interrupted."""
+    run_dir = hydra_internals.job_dir(job_config)
+    earlier = _completed_before(run_dir, job.overrides)
+    if earlier is not None:
+        log.info("#%d : %s completed before in %s; kept", job.number, " ".join(filter_overrides(job.overrides)),
+                 run_dir)
+        return JobOutcome(run_dir, None, hydra_internals.job_return(job_config, JobStatus.COMPLETED, earlier))
+    if SWEEP.requested:
+        return JobOutcome(run_dir, "not started: the sweep was interrupted",
+                          hydra_internals.job_return(job_config, JobStatus.COMPLETED, math.nan))
+    return None
+
+
+def run_batch(launcher: TrialLauncher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
+              sweep_dir: Path) -> list[JobReturn]:
+    """Hydra's batch call (a grid multirun) through the contract: every job at once as the launcher's
+    slots allow, one progress line per finished job, Ctrl-C / SIGTERM ending the sweep in order. One
+    thread more than there are slots composes the next job while every slot is busy, so a freed slot
+    starts it at once."""
+    progress, best, lock = Progress(len(job_overrides)), Best(), threading.Lock()
+    counts = {"finished": 0, "failed": 0}
+    running: set[int] = set()  # jobs started and not yet ended (kept and unstarted jobs never are)
+    cannot_start: list[JobCannotStart] = []
+
+    def run_and_report(job: TrialJob) -> JobOutcome:
+        try:
+            result = launcher.run_trial(job)
+        except JobCannotStart as error:
+            with lock:
+                running.discard(job.number)
+                cannot_start.append(error)
+            return JobOutcome(sweep_dir, str(error))
+        objective = completed_objective(result.run_dir)
+        with lock:
+            running.discard(job.number)
+            counts["finished"] += 1
+            counts["failed"] += result.error is not None
+            if objective is not None:
+                best.offer(f"job {job.number}", *objective)
+            log.info("%s", progress.line(counts["finished"], len(running), failed=counts["failed"], best=best.text))
+        return result
+
+    def starter(number: int) -> Callable[[Path], None]:
+        def started(run_dir: Path) -> None:
+            with lock:
+                running.add(number)
+        return started
+
+    jobs = [TrialJob(initial_job_idx + offset, tuple(overrides), starter(initial_job_idx + offset))
+            for offset, overrides in enumerate(job_overrides)]
+    SWEEP.catch()  # Ctrl-C / SIGTERM: no new job starts, running ones stop and record it
+    try:
+        with ThreadPoolExecutor(max_workers=launcher.slots + 1) as pool:
+            outcomes = list(pool.map(run_and_report, jobs))
+    finally:
+        SWEEP.release()
+    if SWEEP.requested:
+        SWEEP.tally = (sum(completed_objective(outcome.run_dir) is not None for outcome in outcomes), len(jobs),
+                       "jobs")
+        SWEEP.stop_sweep(sweep_dir)
+    if cannot_start:
+        from cnnsweep.callbacks import write_sweep_leaderboard
+
+        write_sweep_leaderboard(sweep_dir)
+        raise cannot_start[0]
+    return [outcome.job_return for outcome in outcomes]  # type: ignore[misc]  (set for every grid job)
+
+
+def completed_objective(run_dir: Path) -> Optional[tuple[str, float, str]]:
+    """A completed cnnsweep run's objective (metric, value, direction) from its metrics.json."""
+    try:
+        record = json.loads((run_dir / METRICS_FILE).read_text())
+        objective = record["objective"] if record.get("status") == "completed" else None
+        return (objective["name"], float(objective["value"]), objective["direction"]) if objective else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _completed_before(run_dir: Path, overrides: Sequence[str]) -> Optional[float]:
+    """The objective of a completed run already in this job's folder with the same overrides, else None."""
+    try:
+        if OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")) != list(overrides):
+            return None
+    except (OSError, ValueError, OmegaConfBaseException):
+        return None
+    objective = completed_objective(run_dir)
+    return objective[1] if objective is not None else None
 
 
 def trial_launcher(launcher: Launcher, hydra_context: HydraContext, config: DictConfig) -> TrialLauncher:

@@ -14,26 +14,20 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
-from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra.core.utils import filter_overrides
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from cnnsweep import hydra_internals
 from cnnsweep.devices import Slot
-from cnnsweep.interrupts import SWEEP
 from cnnsweep.job_process import Worker, WorkerLimits
-from cnnsweep.launching import JobOutcome, TrialJob
-from cnnsweep.progress import Best, Progress
-from cnnsweep.records import METRICS_FILE
+from cnnsweep.launching import JobOutcome, TrialJob, kept_or_unstarted
 
 log = logging.getLogger(__name__)
 SCHEDULE_FILE = "schedule.jsonl"
@@ -59,46 +53,10 @@ class SlotPool:
         if len(self.slots) > 1:
             log.info("%d jobs at once: %s", len(self.slots), "; ".join(map(describe, self.slots)))
 
-    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
-        """Hydra's batch call (grid multiruns): every job at once, as slots allow. One thread more than
-        there are slots composes the next job's config while every slot is busy, so a freed slot starts
-        it within milliseconds."""
-        progress, best, lock = Progress(len(job_overrides)), Best(), threading.Lock()
-        counts = {"finished": 0, "failed": 0}
-        running: set[int] = set()  # jobs started and not yet ended (kept and unstarted jobs never are)
-
-        def run_and_report(job: TrialJob) -> JobOutcome:
-            result = self.run_trial(job)
-            objective = _objective(result.run_dir)
-            with lock:
-                running.discard(job.number)
-                counts["finished"] += 1
-                counts["failed"] += result.error is not None
-                if objective is not None:
-                    best.offer(f"job {job.number}", *objective)
-                log.info("%s", progress.line(counts["finished"], len(running), failed=counts["failed"],
-                                             best=best.text))
-            return result
-
-        def starter(number: int) -> Callable[[Path], None]:
-            def started(run_dir: Path) -> None:
-                with lock:
-                    running.add(number)
-            return started
-
-        jobs = [TrialJob(initial_job_idx + offset, tuple(overrides), starter(initial_job_idx + offset))
-                for offset, overrides in enumerate(job_overrides)]
-        SWEEP.catch()  # Ctrl-C / SIGTERM: no new job starts, running ones stop and record it
-        try:
-            with ThreadPoolExecutor(max_workers=len(self.slots) + 1) as pool:
-                outcomes = list(pool.map(run_and_report, jobs))
-        finally:
-            SWEEP.release()
-        if SWEEP.requested:
-            SWEEP.tally = (sum(_objective(outcome.run_dir) is not None for outcome in outcomes), len(jobs), "jobs")
-            assert self._hydra is not None
-            SWEEP.stop_sweep(Path(str(self._hydra[2].hydra.sweep.dir)))
-        return [outcome.job_return for outcome in outcomes]  # type: ignore[misc]  (always set here)
+    @property
+    def sweep_dir(self) -> Path:
+        assert self._hydra is not None, "setup() comes first"
+        return Path(str(self._hydra[2].hydra.sweep.dir))
 
     def run_trial(self, job: TrialJob) -> JobOutcome:
         assert self._hydra is not None, "setup() comes first"
@@ -106,17 +64,14 @@ class SlotPool:
         job_config = hydra_internals.compose_job_config(hydra_context, config, job.overrides, job.number)
         job_dir = hydra_internals.job_dir(job_config)
         sweep_dir = Path(str(job_config.hydra.sweep.dir))
-        earlier = _completed_before(job_dir, job.overrides)
-        if earlier is not None:  # the same job in the same sweep folder: a continued sweep keeps it
-            log.info("#%d : %s completed before in %s; kept", job.number, " ".join(filter_overrides(job.overrides)),
-                     job_dir)
-            return JobOutcome(job_dir, None, hydra_internals.job_return(job_config, JobStatus.COMPLETED, earlier))
+        kept = kept_or_unstarted(job, job_config)
+        if kept is not None:
+            return kept
         slot = self._free.get()  # waits for a free GPU / share of the cores
-        if SWEEP.requested:
-            self._free.put(slot)
-            return JobOutcome(job_dir, "not started: the sweep was interrupted",
-                              hydra_internals.job_return(job_config, JobStatus.COMPLETED, math.nan))
         try:
+            kept = kept_or_unstarted(job, job_config)  # the sweep may have been interrupted meanwhile
+            if kept is not None:
+                return kept
             job.started(job_dir)
             log.info("#%d : %s%s", job.number, " ".join(filter_overrides(job.overrides)),
                      f" [{describe(slot)}]" if len(self.slots) > 1 or slot.gpu is not None else "")
@@ -138,27 +93,6 @@ class SlotPool:
                 "worker_job": worker.jobs_run}
         with self._schedule_lock, open(sweep_dir / SCHEDULE_FILE, "a") as schedule:
             schedule.write(json.dumps(line) + "\n")
-
-
-def _completed_before(job_dir: Path, overrides: Sequence[str]) -> Optional[float]:
-    """The objective of a completed run already in this job's folder with the same overrides, else None."""
-    try:
-        if OmegaConf.to_container(OmegaConf.load(job_dir / ".hydra" / "overrides.yaml")) != list(overrides):
-            return None
-    except (OSError, ValueError, OmegaConfBaseException):
-        return None
-    objective = _objective(job_dir)
-    return objective[1] if objective is not None else None
-
-
-def _objective(run_dir: Path) -> Optional[tuple[str, float, str]]:
-    """A completed cnnsweep run's objective (metric, value, direction) from its metrics.json."""
-    try:
-        record = json.loads((run_dir / METRICS_FILE).read_text())
-        objective = record["objective"] if record.get("status") == "completed" else None
-        return (objective["name"], float(objective["value"]), objective["direction"]) if objective else None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def describe(slot: Slot) -> str:

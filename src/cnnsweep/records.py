@@ -199,8 +199,9 @@ def native_log(path: Path) -> Iterator[None]:
         path.unlink()
 
 
-def mark_failed(run_dir: Path, error: str) -> None:
-    """Turn a `running` metrics.json left by a process that died into `failed`, keeping its other fields."""
+def mark_failed(run_dir: Path, error: str, status: str = "failed") -> None:
+    """Turn a `running` metrics.json left by a process that died into `failed` (or the status given: a
+    cluster job the sweep cancelled is `interrupted`), keeping its other fields."""
     path = run_dir / METRICS_FILE
     try:
         metrics = json.loads(path.read_text())
@@ -208,7 +209,7 @@ def mark_failed(run_dir: Path, error: str) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
         metrics = {"status": "running", "started_at": None}
     if metrics.get("status") == "running":
-        metrics.update(status="failed", error=error, finished_at=utc_now())
+        metrics.update(status=status, error=error, finished_at=utc_now())
         write_json(path, metrics, durable=True)
 
 

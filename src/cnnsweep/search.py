@@ -33,7 +33,8 @@ from cnnsweep import hydra_internals
 from cnnsweep.credentials import redact_hydra_node
 from cnnsweep.config import METRIC_DIRECTIONS, check_metric, objective_metric
 from cnnsweep.errors import CnnsweepError, ConfigError
-from cnnsweep.launching import JobOutcome, TrialJob, TrialLauncher
+from cnnsweep.callbacks import write_sweep_leaderboard
+from cnnsweep.launching import JobCannotStart, JobOutcome, TrialJob, TrialLauncher
 from cnnsweep.plugin_config import OptunaSearchConf
 from cnnsweep.records import write_atomic
 from cnnsweep.interrupts import INTERRUPTED, SWEEP
@@ -100,6 +101,7 @@ class Search:
         self.worker = this_worker()
         self.failures: list[str] = []
         self.finished_here = 0
+        self.cannot_start: Optional[JobCannotStart] = None  # the launcher's word that no trial would run
         self.n_jobs = launcher.slots if settings.n_jobs is None else settings.n_jobs
         if self.n_jobs < 1:
             raise ConfigError(f"hydra.sweeper.n_jobs={settings.n_jobs}: must be a positive number of trials at once, "
@@ -160,7 +162,7 @@ class Search:
                 Heartbeats(study, storage, spec.heartbeat_interval) as heartbeats:
             while True:
                 heartbeats.fail_stale()  # a dead worker's trials, on any host, are queued again
-                may_start = not (self._stopping() or progress.out_of_time() or SWEEP.requested)
+                may_start = not (self._stopping() or progress.out_of_time() or SWEEP.requested or self.cannot_start)
                 while may_start and len(running) < self.n_jobs and self._remaining(study, total) > 0:
                     trial, job = next_job(heartbeats)
                     heartbeats.add(trial.number)
@@ -179,7 +181,11 @@ class Search:
                 for future in done:
                     trial = running.pop(future)
                     heartbeats.remove(trial.number)
-                    self._tell(study, spec, trial, future.result())
+                    try:
+                        self._tell(study, spec, trial, future.result())
+                    except JobCannotStart as error:
+                        self.cannot_start = self.cannot_start or error
+                        self._requeue(study, trial, str(error), "could not start")
                 if done:
                     log.info("%s", progress.line(count_trials(study, FINISHED), len(running),
                                                  count_trials(study, (TrialState.PRUNED,)),
@@ -189,6 +195,9 @@ class Search:
         if SWEEP.requested:
             SWEEP.tally = (count_trials(study, FINISHED), total, "trials")
             SWEEP.stop_sweep(self.sweep_dir)
+        if self.cannot_start is not None:
+            write_sweep_leaderboard(self.sweep_dir)
+            raise self.cannot_start
         if self._stopping():
             limit = (f"hydra.sweeper.max_failure_rate={settings.max_failure_rate}" if settings.max_failure_rate is not None
                      else f"hydra.sweeper.max_failures={settings.max_failures}")
@@ -269,11 +278,7 @@ class Search:
             state, values, error = returned_outcome(hydra_internals.stored_value(result.job_return),
                                                     len(spec.directions))
         if state is TrialState.FAIL and run_status(result.run_dir) == INTERRUPTED:
-            trial.set_user_attr(ERROR_ATTR, error or INTERRUPTED)
-            trial.set_user_attr(INTERRUPTED_ATTR, True)
-            tell(study, trial, state, None)
-            requeue(study, trial.number, trial.params, trial.user_attrs)
-            log.warning("trial %d interrupted; queued again for the next run", trial.number)
+            self._requeue(study, trial, error or INTERRUPTED, INTERRUPTED)
             return
         if state is TrialState.FAIL:
             error = error or result.error or "the job failed"
@@ -285,6 +290,14 @@ class Search:
             log.info("trial %d: %s", trial.number, ", ".join(f"{m} {v:.4g}" for m, v in zip(spec.objectives, values)))
         elif state is TrialState.PRUNED:
             log.info("trial %d pruned", trial.number)
+
+    def _requeue(self, study: optuna.Study, trial: optuna.Trial, error: str, what: str) -> None:
+        """A trial stopped through no fault of its own: failed now, and queued again for the next run."""
+        trial.set_user_attr(ERROR_ATTR, error)
+        trial.set_user_attr(INTERRUPTED_ATTR, True)
+        tell(study, trial, TrialState.FAIL, None)
+        requeue(study, trial.number, trial.params, trial.user_attrs)
+        log.warning("trial %d %s; queued again for the next run", trial.number, what)
 
     def _write_results(self, study: optuna.Study, spec: StudySpec) -> None:
         """optimization_results.yaml: hydra-optuna-sweeper's keys (name, best_params and best_value, or

@@ -1,25 +1,252 @@
-"""One trial as one submitit job (launcher=slurm, launcher=slurm_local), under the trial contract of
-cnnsweep.launching: every call builds its own executor, so trials go out one by one as slots free up,
-and a job that submitit reports as lost (cancelled, killed, timed out) is a failed trial, not an error
-that ends the sweep."""
+"""One job as one submitit job (launcher=slurm, launcher=slurm_local), under the trial contract of
+cnnsweep.launching: each job is submitted on its own as a slot frees up and watched until it ends.
+
+Whatever Slurm does to a job is that job's outcome, never the sweep's: cancelled, failed, out of memory,
+node failure or time limit, the run folder says `failed` with the Slurm job id and state, and the other
+jobs go on. A job near its time limit (or preempted) is requeued by submitit and continues from its
+last finished epoch (`training.resume=true` is added to its overrides). Two things do stop the sweep,
+with one line naming the setting to change: Slurm refusing the job at submission, and a job pending for
+a reason that never clears (its request does not fit the partition). Ctrl-C or SIGTERM of the sweep
+passes SIGINT on to running jobs (they record `interrupted`), cancels pending ones, and cancels what is
+still running after a grace period.
+"""
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import submitit
+from hydra.core.singleton import Singleton
+from hydra.core.utils import filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
+from omegaconf import OmegaConf
 
 from cnnsweep import hydra_internals
-from cnnsweep.launching import JobOutcome, TrialJob, failed, outcome
+from cnnsweep.interrupts import INTERRUPTED, SWEEP
+from cnnsweep.launching import JobCannotStart, JobOutcome, TrialJob, kept_or_unstarted, outcome
+from cnnsweep.records import mark_failed
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0  # how often a job's result file is looked for
+STATE_SECONDS = 5.0  # how often Slurm is asked for a job's state (squeue, and sacct once it has left the queue)
+INTERRUPT_GRACE_SECONDS = 60.0  # a job still running this long after SIGINT is cancelled
+RESUME_OVERRIDE = "training.resume=true"
+ENDED, REFUSED = "ended", "refused"  # how a watched job ended, besides INTERRUPTED
+
+# Pending reasons that never clear by waiting, and the preset's settings that decide them.
+NEVER_STARTS = {
+    "PartitionConfig": "launcher.cpus, launcher.mem_gb, launcher.gpus or launcher.partition",
+    "PartitionNodeLimit": "launcher.partition",
+    "PartitionTimeLimit": "launcher.timeout_min or launcher.partition",
+    "BadConstraints": "launcher.cpus, launcher.mem_gb, launcher.gpus or launcher.partition",
+    "InvalidAccount": "launcher.account",
+    "InvalidQOS": "launcher.qos",
+    "QOSMaxCpuPerJobLimit": "launcher.cpus or launcher.qos",
+    "QOSMaxMemoryPerJob": "launcher.mem_gb or launcher.qos",
+    "QOSMaxWallDurationPerJobLimit": "launcher.timeout_min or launcher.qos",
+}
+# What a job's final Slurm state means for the user, and what to change.
+STATE_HINTS = {
+    "OUT_OF_MEMORY": "out of memory: raise launcher.mem_gb",
+    "TIMEOUT": "reached its time limit after its requeues: raise launcher.timeout_min",
+    "NODE_FAIL": "its node failed: rerun the same command to run it again",
+    "CANCELLED": "cancelled (scancel or the cluster)",
+    "PREEMPTED": "preempted and not requeued",
+    "FAILED": "its process was killed, or crashed outside Python",
+}
 
 
-def run_submitit_trial(launcher: BaseSubmititLauncher, job: TrialJob) -> JobOutcome:
+@dataclass
+class SlurmJobState:
+    state: str  # PENDING, RUNNING, COMPLETED, CANCELLED, ... ("" when Slurm does not know the job)
+    reason: str  # why it is pending ("None" when it is not)
+    partition: str
+
+
+def run_submitit_trial(launcher: BaseSubmititLauncher, job: TrialJob, refused: "Refusal") -> JobOutcome:
     assert launcher.hydra_context is not None and launcher.config is not None, "setup() comes first"
     job_config = hydra_internals.compose_job_config(launcher.hydra_context, launcher.config, job.overrides,
                                                     job.number)
     run_dir = hydra_internals.job_dir(job_config)
+    kept = kept_or_unstarted(job, job_config)
+    if kept is not None:
+        return kept
+    refused.check()
     job.started(run_dir)
+    submitted = _submit(launcher, job, refused)
+    log.info("#%d : %s (%s job %s)", job.number, " ".join(filter_overrides(job.overrides)),
+             "Slurm" if isinstance(submitted, submitit.SlurmJob) else "submitit", submitted.job_id)
+    ending = _watch(submitted, launcher, refused)
     try:
-        [result] = launcher.launch([list(job.overrides)], job.number)
+        result = submitted.result()
     except Exception as error:  # submitit: the job ended without a result
-        reason = (str(error).strip().splitlines() or [""])[0]
-        return failed(run_dir, f"submitit job failed ({type(error).__name__}: {reason})")
+        if ending == REFUSED:
+            assert refused.error is not None
+            mark_failed(run_dir, str(refused.error))
+            raise refused.error from None
+        return _lost(run_dir, submitted, error, interrupted=ending == INTERRUPTED)
     return outcome(result, run_dir)
+
+
+class Refusal:
+    """The first JobCannotStart of a sweep; every job not yet running then ends with it."""
+
+    def __init__(self) -> None:
+        self.error: Optional[JobCannotStart] = None
+        self._lock = threading.Lock()
+
+    def set(self, error: JobCannotStart) -> JobCannotStart:
+        with self._lock:
+            self.error = self.error or error
+            return self.error
+
+    def check(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+
+def _submit(launcher: BaseSubmititLauncher, job: TrialJob, refused: Refusal) -> submitit.Job:
+    executor = _executor(launcher)
+    try:
+        return executor.submit(launcher, list(job.overrides), "hydra.sweep.dir", job.number,
+                               f"job_id_for_{job.number}", Singleton.get_state())
+    except Exception as error:  # sbatch's refusal, as submitit raises it
+        lines = [line.strip() for line in str(error).splitlines() if "error:" in line] or [str(error).strip()]
+        reason = lines[-1].split("error:", 1)[-1].strip()
+        raise refused.set(JobCannotStart(
+            f"Slurm refused job {job.number}: {reason}; change launcher.partition, launcher.cpus, launcher.mem_gb "
+            f"or launcher.gpus (null for CPU-only jobs) to fit the cluster (sinfo -o '%P %c %m %G' lists it)"))
+
+
+def _executor(launcher: BaseSubmititLauncher) -> submitit.AutoExecutor:
+    """The executor hydra-submitit-launcher builds for a batch, built here for one job."""
+    cluster = launcher._EXECUTOR  # noqa: SLF001  (local | slurm)
+    params = dict(launcher.params)
+    folder = params.pop("submitit_folder")
+    init = {f"{cluster}_max_num_timeout": params.pop("max_num_timeout")} if "max_num_timeout" in params else {}
+    executor = submitit.AutoExecutor(folder=folder, cluster=cluster, **init)
+    shared = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{key if key in shared else f"{cluster}_{key}": value
+                                  for key, value in params.items()})
+    return executor
+
+
+def _watch(submitted: submitit.Job, launcher: BaseSubmititLauncher, refused: Refusal) -> str:
+    """Wait for the job to end. Returns ENDED, INTERRUPTED (the sweep's interrupt stopped it) or REFUSED
+    (cancelled while pending, because this or another job of the sweep can never start)."""
+    on_slurm = isinstance(submitted, submitit.SlurmJob)
+    ending, signalled_at = ENDED, 0.0
+    next_state = time.monotonic() + STATE_SECONDS
+    while not submitted.paths.result_pickle.exists():
+        time.sleep(POLL_SECONDS)
+        now = time.monotonic()
+        if SWEEP.requested and ending == ENDED:
+            ending, signalled_at = INTERRUPTED, now
+            _pass_interrupt(submitted, on_slurm)
+        elif ending == INTERRUPTED and now - signalled_at > INTERRUPT_GRACE_SECONDS:
+            submitted.cancel(check=False)
+            signalled_at = float("inf")
+        if now < next_state:
+            continue
+        next_state = now + STATE_SECONDS
+        if not on_slurm:
+            if submitted.done(force_check=True):
+                break
+            continue
+        state = queue_state(submitted.job_id)
+        if state.state == "PENDING" and ending == ENDED:
+            if state.reason in NEVER_STARTS:
+                refused.set(_cannot_start(submitted.job_id, state, launcher.params))
+            if refused.error is not None:
+                subprocess.run(["scancel", submitted.job_id], check=False, capture_output=True)
+                ending = REFUSED
+        if state.state == "" and submitted.done(force_check=True):  # left the queue: sacct has its end
+            break
+    return ending
+
+
+def _pass_interrupt(submitted: submitit.Job, on_slurm: bool) -> None:
+    """SIGINT to a running job (it records `interrupted`); a pending one is cancelled."""
+    if not on_slurm:
+        submitted.cancel(check=False)  # submitit's local executor sends SIGINT
+    elif queue_state(submitted.job_id).state == "PENDING":
+        subprocess.run(["scancel", submitted.job_id], check=False, capture_output=True)
+    else:
+        subprocess.run(["scancel", "--signal=INT", submitted.job_id], check=False, capture_output=True)
+
+
+def queue_state(job_id: str) -> SlurmJobState:
+    """The job as squeue shows it; state "" once it has left the queue (or squeue cannot tell)."""
+    try:
+        line = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T|%r|%P"], capture_output=True, text=True,
+                              timeout=60).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        line = ""
+    state, reason, partition = (line.split("|") + ["", "", ""])[:3] if line.count("|") == 2 else ("", "", "")
+    return SlurmJobState(state, reason, partition)
+
+
+def _cannot_start(job_id: str, state: SlurmJobState, params: dict[str, Any]) -> JobCannotStart:
+    asked = f"{params.get('cpus_per_task')} CPUs, {params.get('mem_gb')} GB"
+    if params.get("gpus_per_node"):
+        asked += f", {params['gpus_per_node']} GPU(s)"
+    return JobCannotStart(
+        f"Slurm job {job_id} cannot start: pending with reason {state.reason} (it asks for {asked}; "
+        f"{partition_size(state.partition)}); change {NEVER_STARTS[state.reason]} to fit, then rerun")
+
+
+def partition_size(partition: str) -> str:
+    """What the largest node of a partition offers, as sinfo reports it."""
+    try:
+        rows = subprocess.run(["sinfo", "-h", "-p", partition, "-o", "%c|%m|%G"], capture_output=True, text=True,
+                              timeout=60).stdout.split()
+        cpus, memory_mb, gres = max((row.split("|") for row in rows), key=lambda row: (int(row[0]), int(row[1])))
+    except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
+        return f"partition {partition}"
+    gpus = "no GPU" if gres in ("(null)", "") else gres
+    return f"partition {partition}'s largest node: {cpus} CPUs, {int(memory_mb) // 1024} GB, {gpus}"
+
+
+def _lost(run_dir: Path, submitted: submitit.Job, error: Exception, interrupted: bool) -> JobOutcome:
+    """A job that ended without a result: recorded in its run folder with its Slurm id and state."""
+    if isinstance(submitted, submitit.SlurmJob):
+        state = _final_state(submitted)
+        job = f"Slurm job {submitted.job_id} ({state})"
+        hint = STATE_HINTS.get(state.split()[0], f"{type(error).__name__}: {_first_line(error)}")
+    else:  # the local executor's state says nothing about how the process ended
+        job, hint = f"submitit job {submitted.job_id}", STATE_HINTS["FAILED"]
+    if interrupted:
+        message = f"interrupted: the sweep stopped {job}"
+        mark_failed(run_dir, message, status=INTERRUPTED)
+    else:
+        message = f"{job} ended without a result: {hint}"
+        mark_failed(run_dir, message)
+    return JobOutcome(run_dir, message)
+
+
+def _final_state(submitted: submitit.Job) -> str:
+    try:
+        submitted.done(force_check=True)  # refreshes the state from sacct
+        return str(submitted.state) or "UNKNOWN"
+    except Exception:  # sacct unavailable: the state stays unknown, the job is still lost
+        return "UNKNOWN"
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+def with_resume(overrides: list[str], config: Any) -> list[str]:
+    """A requeued job's overrides: the same, continuing from its checkpoint (for configs that have one)."""
+    if OmegaConf.select(config, "training.resume", default=None) is None or RESUME_OVERRIDE in overrides:
+        return overrides
+    return [*overrides, RESUME_OVERRIDE]

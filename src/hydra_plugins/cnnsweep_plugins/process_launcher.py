@@ -39,7 +39,9 @@ class ProcessLauncher(Launcher):
         self.pool.setup(hydra_context, task_function, config)
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        return self.pool.launch(job_overrides, initial_job_idx)
+        from cnnsweep.launching import run_batch
+
+        return run_batch(self, job_overrides, initial_job_idx, self.pool.sweep_dir)
 
     def run_trial(self, job: "TrialJob") -> "JobOutcome":
         return self.pool.run_trial(job)

@@ -1,6 +1,7 @@
-"""`launcher=slurm` and `launcher=slurm_local`: hydra-submitit-launcher's launchers, with the trial
-contract of cnnsweep.launching added, so an Optuna search keeps `launcher.jobs` trials queued or running
-and a job that dies is one failed trial. The implementation is cnnsweep.slurm.
+"""`launcher=slurm` and `launcher=slurm_local`: hydra-submitit-launcher's launchers under the trial
+contract of cnnsweep.launching: grids and searches alike submit one job per slot as slots free up, a job
+that Slurm cancels, kills or times out is one failed job, and a requeued job continues from its last
+finished epoch. The implementation is cnnsweep.slurm.
 
 SlurmRehearsalLauncher runs a launcher=slurm sweep on this machine through submitit's local executor:
 the same launcher code path (pickled jobs, .submitit folders) without a queue. That executor refuses
@@ -9,8 +10,10 @@ Slurm-only settings (partition, signal delay, array parallelism, ...), so they a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
 
+from hydra.core.utils import JobReturn
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 from omegaconf import OmegaConf
@@ -21,18 +24,47 @@ if TYPE_CHECKING:
 SHARED_SETTINGS = set(OmegaConf.structured(BaseQueueConf).keys()) | {"max_num_timeout"}
 
 
-class SlurmTrialLauncher(SlurmLauncher):
+class _TrialContract:
+    """What both launchers add to submitit's: the contract's calls, and requeued jobs that resume."""
+
+    params: dict[str, Any]
+    config: Any
+
     @property
     def slots(self) -> int:
         return int(self.params.get("array_parallelism") or 1)
 
     def run_trial(self, job: "TrialJob") -> "JobOutcome":
-        from cnnsweep.slurm import run_submitit_trial
+        from cnnsweep.slurm import Refusal, run_submitit_trial
 
-        return run_submitit_trial(self, job)
+        if not hasattr(self, "_refusal"):
+            self._refusal = Refusal()
+        return run_submitit_trial(self, job, self._refusal)  # type: ignore[arg-type]
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Submitted with each job: without the sweep process's own state (the refusal and its lock)."""
+        return {key: value for key, value in self.__dict__.items() if key != "_refusal"}
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from cnnsweep.launching import run_batch
+
+        return run_batch(self, job_overrides, initial_job_idx,  # type: ignore[arg-type]
+                         Path(str(self.config.hydra.sweep.dir)))
+
+    def checkpoint(self, sweep_overrides: list[str], *args: Any) -> Any:
+        """Called by submitit in a job that is about to be requeued (time limit, preemption)."""
+        import submitit
+
+        from cnnsweep.slurm import with_resume
+
+        return submitit.helpers.DelayedSubmission(self, with_resume(sweep_overrides, self.config), *args)
 
 
-class SlurmRehearsalLauncher(LocalLauncher):
+class SlurmTrialLauncher(_TrialContract, SlurmLauncher):
+    pass
+
+
+class SlurmRehearsalLauncher(_TrialContract, LocalLauncher):
     def __init__(self, **params: Any) -> None:
         super().__init__(**{key: value for key, value in params.items() if key in SHARED_SETTINGS})
         self._slots = int(params.get("array_parallelism") or 1)
@@ -40,8 +72,3 @@ class SlurmRehearsalLauncher(LocalLauncher):
     @property
     def slots(self) -> int:
         return self._slots
-
-    def run_trial(self, job: "TrialJob") -> "JobOutcome":
-        from cnnsweep.slurm import run_submitit_trial
-
-        return run_submitit_trial(self, job)
