@@ -8,7 +8,8 @@ find, pruners something to cut, and every result is exactly reproducible.
 
 Each epoch takes FAKE_EPOCH_SECONDS (default 0.02) so tests can kill a job mid-run; optimizer.lr >= 1
 gives a NaN loss, as a real run would; a run whose model.filters equals FAKE_KILL_FILTERS kills its own
-process with SIGKILL after its first epoch, as the kernel's out-of-memory killer would.
+process with SIGKILL after its first epoch, as the kernel's out-of-memory killer would. With
+training.resume=true a run continues after the epochs its history.csv holds.
 
     uv run python tests/fake_run.py -m sweeps=quick dataset.path=tiny.npz dataset.val_size=16
 """
@@ -31,7 +32,7 @@ from cnnsweep.errors import TrainingError, run_with_one_line_errors
 from cnnsweep.hardware import launcher_assignment, thread_counts
 from cnnsweep.model import conv_widths
 from cnnsweep.project import CONF_DIR
-from cnnsweep.records import HISTORY_FILE, write_history
+from cnnsweep.records import HISTORY_FILE, read_history, write_history
 from cnnsweep.task import EpochCallback, TrainingResult, run_task
 
 EPOCH_SECONDS_ENV = "FAKE_EPOCH_SECONDS"
@@ -55,10 +56,11 @@ class ArithmeticTrainer:
               on_epoch: EpochCallback) -> TrainingResult:
         epoch_seconds = float(os.environ.get(EPOCH_SECONDS_ENV, "0.02"))
         top = ceiling(config)
-        rows: list[dict[str, Any]] = []
-        stopped_early = False
+        # Resuming (training.resume) continues after the epochs history.csv holds, as Keras' checkpoint would.
+        rows: list[dict[str, Any]] = read_history(run_dir / HISTORY_FILE) if config.training.resume else []
+        resumed, stopped_early = len(rows), False
         started = time.perf_counter()
-        for epoch in range(1, config.training.epochs + 1):
+        for epoch in range(len(rows) + 1, config.training.epochs + 1):
             time.sleep(epoch_seconds)
             accuracy = top * (1 - 0.5 ** epoch)
             loss = math.nan if config.optimizer.lr >= 1 else 1 - accuracy
@@ -84,7 +86,7 @@ class ArithmeticTrainer:
             "val_accuracy": last.get("val_accuracy"), "val_loss": last.get("val_loss"),
             "params": sum(widths) * 9 + config.model.dense_units * 11,
             "epochs_completed": len(rows), "train_seconds": seconds, "eval_seconds": 0.0,
-            "seconds_per_epoch": seconds / len(rows),
+            "seconds_per_epoch": seconds / len(rows), "resumed_after_epoch": resumed or None,
         }, stopped_early=stopped_early)
 
 

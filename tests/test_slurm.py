@@ -48,7 +48,8 @@ def test_a_search_through_submitit_survives_a_killed_job(run_cli, tiny_data: Pat
                      "model.filters=choice(4, 6, 8)", "model.dense_units=16", "optimizer.lr=0.003",
                      f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.storage={storage}",
                      command=FAKE_RUN, env={"FAKE_KILL_FILTERS": "6"})  # filters=6 dies by SIGKILL
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert "error: 1 of 3 jobs failed" in result.stderr
     assert "2 at once" in result.stdout  # trials at once follow launcher.jobs
     trials = {trial.params["model.filters"]: trial
               for trial in optuna.load_study(study_name="quick", storage=storage).trials}

@@ -28,10 +28,13 @@ def history(run_dir: Path) -> list[dict[str, str]]:
         return [{key: value for key, value in row.items() if key != "seconds"} for row in csv.DictReader(handle)]
 
 
-def fake_grid(run_cli, tiny_data: Path, sweep_dir: Path, *overrides: str, env=None):
+def fake_grid(run_cli, tiny_data: Path, sweep_dir: Path, *overrides: str, env=None, failed: int = 0):
+    """A grid of tests/fake_run.py; `failed` of its jobs are expected to fail (the multirun then exits 1)."""
     result = run_cli("-m", f"dataset.path={tiny_data}", "dataset.val_size=32", f"hydra.sweep.dir={sweep_dir}",
                      *overrides, command=FAKE_RUN, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == (1 if failed else 0), result.stderr[-3000:]
+    if failed:
+        assert result.stderr.strip().splitlines()[-1].startswith(f"error: {failed} of ")
     return schedule(sweep_dir)
 
 
@@ -77,7 +80,8 @@ def test_mixed_precision_does_not_leak_into_the_next_job(run_cli, tmp_path: Path
 
 
 def test_a_worker_that_dies_is_replaced_and_its_job_failed(run_cli, tiny_data: Path, tmp_path: Path) -> None:
-    jobs = fake_grid(run_cli, tiny_data, tmp_path / "sweep", "model.filters=4,6,8,10", env={"FAKE_KILL_FILTERS": "6"})
+    jobs = fake_grid(run_cli, tiny_data, tmp_path / "sweep", "model.filters=4,6,8,10", env={"FAKE_KILL_FILTERS": "6"},
+                     failed=1)
     assert [job["status"] for job in jobs] == ["completed", "failed", "completed", "completed"]
     assert jobs[0]["worker_pid"] == jobs[1]["worker_pid"] != jobs[2]["worker_pid"] == jobs[3]["worker_pid"]
     died = metrics(tmp_path / "sweep" / "1")
@@ -87,7 +91,7 @@ def test_a_worker_that_dies_is_replaced_and_its_job_failed(run_cli, tiny_data: P
 
 def test_a_job_past_the_time_limit_is_stopped_and_the_next_job_runs(run_cli, tiny_data: Path, tmp_path: Path) -> None:
     jobs = fake_grid(run_cli, tiny_data, tmp_path / "sweep", "training.epochs=1,40,1", "launcher.job_timeout_min=0.05",
-                     env={"FAKE_EPOCH_SECONDS": "0.2"})  # the 40-epoch job takes 8 s, the limit is 3 s
+                     env={"FAKE_EPOCH_SECONDS": "0.2"}, failed=1)  # the 40-epoch job takes 8 s, the limit is 3 s
     assert [job["status"] for job in jobs] == ["completed", "failed", "completed"]
     assert 3 <= jobs[1]["end"] - jobs[1]["start"] < 6
     stopped = metrics(tmp_path / "sweep" / "1")

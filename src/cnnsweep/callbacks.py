@@ -1,13 +1,19 @@
-"""Hydra callbacks: when a multirun ends, its leaderboard.csv is written and its top rows printed."""
+"""Hydra callbacks: when a multirun ends, its leaderboard.csv is written and its top rows printed, and
+the multirun exits non-zero when a job of its sweep folder failed."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from cnnsweep.errors import CnnsweepError, RunFailed
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -19,18 +25,32 @@ class LeaderboardCallback(Callback):
         self.top = top
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        write_sweep_leaderboard(Path(config.hydra.sweep.dir), self.top)
+        frame = write_sweep_leaderboard(Path(config.hydra.sweep.dir), self.top)
+        if frame is not None and "status" in frame:
+            failed = frame[frame["status"] == "failed"]
+            if len(failed):
+                first = failed.iloc[0]
+                # Hydra turns a callback's exception into a warning; RunFailed passes it to the entry point.
+                raise RunFailed(JobsFailed(
+                    f"{len(failed)} of {len(frame)} jobs failed (first, {first['run']}: {first.get('error')}); "
+                    f"the others' results are in {Path(config.hydra.sweep.dir) / 'leaderboard.csv'}"))
 
 
-def write_sweep_leaderboard(sweep_dir: Path, top: int = 10) -> None:
-    """<sweep folder>/leaderboard.csv, and its top rows in the log (also when a sweep is interrupted)."""
+class JobsFailed(CnnsweepError):
+    """A multirun ended with every job run, but not every job completed; exit code 1."""
+
+
+def write_sweep_leaderboard(sweep_dir: Path, top: int = 10) -> Optional["pd.DataFrame"]:
+    """<sweep folder>/leaderboard.csv, and its top rows in the log (also when a sweep is interrupted);
+    returns the leaderboard, or None when there are no runs."""
     # pandas loads here, not at start-up: Hydra builds callbacks in every run and every job process.
     from cnnsweep.leaderboard import LEADERBOARD_FILE, build_leaderboard, format_table, write_leaderboard
 
     frame = build_leaderboard([sweep_dir])
     if frame.empty:
         log.warning("no run folders under %s; no leaderboard written", sweep_dir)
-        return
+        return None
     path = sweep_dir / LEADERBOARD_FILE
     write_leaderboard(frame, path)
     log.info("leaderboard of %d runs: %s\n%s", len(frame), path, format_table(frame, top))
+    return frame

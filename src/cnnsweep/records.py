@@ -221,6 +221,7 @@ def environment_info(devices: dict[str, Any], project_dir: Path) -> dict[str, An
         "platform": platform.platform(),
         "host": socket.gethostname(),
         "pid": os.getpid(),  # the process that trained it (a warm worker runs several jobs)
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # set when a Slurm job trained it
         "versions": {name: packages.get(name) for name in KEY_PACKAGES},
         "git": git_state(project_dir),
         "devices": devices,

@@ -14,16 +14,16 @@ still running after a grace period.
 from __future__ import annotations
 
 import logging
+import math
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 import submitit
 from hydra.core.singleton import Singleton
-from hydra.core.utils import filter_overrides
+from hydra.core.utils import JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
 from omegaconf import OmegaConf
@@ -71,39 +71,45 @@ class SlurmJobState:
     partition: str
 
 
-def run_submitit_trial(launcher: BaseSubmititLauncher, job: TrialJob, refused: "Refusal") -> JobOutcome:
+def run_submitit_trial(launcher: BaseSubmititLauncher, job: TrialJob, submissions: "Submissions") -> JobOutcome:
     assert launcher.hydra_context is not None and launcher.config is not None, "setup() comes first"
     job_config = hydra_internals.compose_job_config(launcher.hydra_context, launcher.config, job.overrides,
                                                     job.number)
     run_dir = hydra_internals.job_dir(job_config)
-    kept = kept_or_unstarted(job, job_config)
-    if kept is not None:
-        return kept
-    refused.check()
-    job.started(run_dir)
-    submitted = _submit(launcher, job, refused)
-    log.info("#%d : %s (%s job %s)", job.number, " ".join(filter_overrides(job.overrides)),
-             "Slurm" if isinstance(submitted, submitit.SlurmJob) else "submitit", submitted.job_id)
-    ending = _watch(submitted, launcher, refused)
+    with submissions.slots:
+        kept = kept_or_unstarted(job, job_config)
+        if kept is not None:
+            return kept
+        submissions.check()
+        job.started(run_dir)
+        submitted = _submit(launcher, job, submissions)
+        log.info("#%d : %s (%s job %s)", job.number, " ".join(filter_overrides(job.overrides)),
+                 "Slurm" if isinstance(submitted, submitit.SlurmJob) else "submitit", submitted.job_id)
+        ending = _watch(submitted, launcher, submissions)
     try:
         result = submitted.result()
     except Exception as error:  # submitit: the job ended without a result
         if ending == REFUSED:
-            assert refused.error is not None
-            mark_failed(run_dir, str(refused.error))
-            raise refused.error from None
-        return _lost(run_dir, submitted, error, interrupted=ending == INTERRUPTED)
+            assert submissions.error is not None
+            mark_failed(run_dir, str(submissions.error))
+            raise submissions.error from None
+        message, status = _lost(submitted, error, interrupted=ending == INTERRUPTED)
+        mark_failed(run_dir, message, status)
+        # To Hydra's sweepers the job ended as a failed run does inside a multirun: with NaN.
+        return JobOutcome(run_dir, message, hydra_internals.job_return(job_config, JobStatus.COMPLETED, math.nan))
     return outcome(result, run_dir)
 
 
-class Refusal:
-    """The first JobCannotStart of a sweep; every job not yet running then ends with it."""
+class Submissions:
+    """The sweep process's side of its jobs: at most `slots` submitted at once, and the first
+    JobCannotStart, after which every job not yet running ends with it."""
 
-    def __init__(self) -> None:
+    def __init__(self, slots: int) -> None:
+        self.slots = threading.BoundedSemaphore(slots)
         self.error: Optional[JobCannotStart] = None
         self._lock = threading.Lock()
 
-    def set(self, error: JobCannotStart) -> JobCannotStart:
+    def refuse(self, error: JobCannotStart) -> JobCannotStart:
         with self._lock:
             self.error = self.error or error
             return self.error
@@ -113,7 +119,7 @@ class Refusal:
             raise self.error
 
 
-def _submit(launcher: BaseSubmititLauncher, job: TrialJob, refused: Refusal) -> submitit.Job:
+def _submit(launcher: BaseSubmititLauncher, job: TrialJob, submissions: Submissions) -> submitit.Job:
     executor = _executor(launcher)
     try:
         return executor.submit(launcher, list(job.overrides), "hydra.sweep.dir", job.number,
@@ -121,7 +127,7 @@ def _submit(launcher: BaseSubmititLauncher, job: TrialJob, refused: Refusal) -> 
     except Exception as error:  # sbatch's refusal, as submitit raises it
         lines = [line.strip() for line in str(error).splitlines() if "error:" in line] or [str(error).strip()]
         reason = lines[-1].split("error:", 1)[-1].strip()
-        raise refused.set(JobCannotStart(
+        raise submissions.refuse(JobCannotStart(
             f"Slurm refused job {job.number}: {reason}; change launcher.partition, launcher.cpus, launcher.mem_gb "
             f"or launcher.gpus (null for CPU-only jobs) to fit the cluster (sinfo -o '%P %c %m %G' lists it)"))
 
@@ -139,7 +145,7 @@ def _executor(launcher: BaseSubmititLauncher) -> submitit.AutoExecutor:
     return executor
 
 
-def _watch(submitted: submitit.Job, launcher: BaseSubmititLauncher, refused: Refusal) -> str:
+def _watch(submitted: submitit.Job, launcher: BaseSubmititLauncher, submissions: Submissions) -> str:
     """Wait for the job to end. Returns ENDED, INTERRUPTED (the sweep's interrupt stopped it) or REFUSED
     (cancelled while pending, because this or another job of the sweep can never start)."""
     on_slurm = isinstance(submitted, submitit.SlurmJob)
@@ -164,8 +170,8 @@ def _watch(submitted: submitit.Job, launcher: BaseSubmititLauncher, refused: Ref
         state = queue_state(submitted.job_id)
         if state.state == "PENDING" and ending == ENDED:
             if state.reason in NEVER_STARTS:
-                refused.set(_cannot_start(submitted.job_id, state, launcher.params))
-            if refused.error is not None:
+                submissions.refuse(_cannot_start(submitted.job_id, state, launcher.params))
+            if submissions.error is not None:
                 subprocess.run(["scancel", submitted.job_id], check=False, capture_output=True)
                 ending = REFUSED
         if state.state == "" and submitted.done(force_check=True):  # left the queue: sacct has its end
@@ -198,25 +204,30 @@ def _cannot_start(job_id: str, state: SlurmJobState, params: dict[str, Any]) -> 
     asked = f"{params.get('cpus_per_task')} CPUs, {params.get('mem_gb')} GB"
     if params.get("gpus_per_node"):
         asked += f", {params['gpus_per_node']} GPU(s)"
+    largest = largest_node(state.partition)
+    offers = fits = ""
+    if largest is not None:
+        cpus, memory_gb, gres = largest
+        offers = f"; partition {state.partition}'s largest node: {cpus} CPUs, {memory_gb} GB, {gres or 'no GPU'}"
+        fits = f" (at most launcher.cpus={cpus} launcher.mem_gb={memory_gb}{'' if gres else ' launcher.gpus=null'})"
     return JobCannotStart(
-        f"Slurm job {job_id} cannot start: pending with reason {state.reason} (it asks for {asked}; "
-        f"{partition_size(state.partition)}); change {NEVER_STARTS[state.reason]} to fit, then rerun")
+        f"Slurm job {job_id} cannot start: pending with reason {state.reason} (it asks for {asked}{offers}); "
+        f"change {NEVER_STARTS[state.reason]} to fit{fits}, then rerun")
 
 
-def partition_size(partition: str) -> str:
-    """What the largest node of a partition offers, as sinfo reports it."""
+def largest_node(partition: str) -> Optional[tuple[int, int, str]]:
+    """CPUs, memory in GB and GPUs (gres, "" for none) of a partition's largest node, as sinfo reports it."""
     try:
         rows = subprocess.run(["sinfo", "-h", "-p", partition, "-o", "%c|%m|%G"], capture_output=True, text=True,
                               timeout=60).stdout.split()
         cpus, memory_mb, gres = max((row.split("|") for row in rows), key=lambda row: (int(row[0]), int(row[1])))
+        return int(cpus), int(memory_mb) // 1024, "" if gres == "(null)" else gres
     except (OSError, subprocess.TimeoutExpired, ValueError, IndexError):
-        return f"partition {partition}"
-    gpus = "no GPU" if gres in ("(null)", "") else gres
-    return f"partition {partition}'s largest node: {cpus} CPUs, {int(memory_mb) // 1024} GB, {gpus}"
+        return None
 
 
-def _lost(run_dir: Path, submitted: submitit.Job, error: Exception, interrupted: bool) -> JobOutcome:
-    """A job that ended without a result: recorded in its run folder with its Slurm id and state."""
+def _lost(submitted: submitit.Job, error: Exception, interrupted: bool) -> tuple[str, str]:
+    """Why a job ended without a result, with its Slurm id and state, and the run status that says so."""
     if isinstance(submitted, submitit.SlurmJob):
         state = _final_state(submitted)
         job = f"Slurm job {submitted.job_id} ({state})"
@@ -224,12 +235,8 @@ def _lost(run_dir: Path, submitted: submitit.Job, error: Exception, interrupted:
     else:  # the local executor's state says nothing about how the process ended
         job, hint = f"submitit job {submitted.job_id}", STATE_HINTS["FAILED"]
     if interrupted:
-        message = f"interrupted: the sweep stopped {job}"
-        mark_failed(run_dir, message, status=INTERRUPTED)
-    else:
-        message = f"{job} ended without a result: {hint}"
-        mark_failed(run_dir, message)
-    return JobOutcome(run_dir, message)
+        return f"interrupted: the sweep stopped {job}", INTERRUPTED
+    return f"{job} ended without a result: {hint}", "failed"
 
 
 def _final_state(submitted: submitit.Job) -> str:

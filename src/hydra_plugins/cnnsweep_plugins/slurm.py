@@ -10,6 +10,7 @@ Slurm-only settings (partition, signal delay, array parallelism, ...), so they a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -35,21 +36,30 @@ class _TrialContract:
         return int(self.params.get("array_parallelism") or 1)
 
     def run_trial(self, job: "TrialJob") -> "JobOutcome":
-        from cnnsweep.slurm import Refusal, run_submitit_trial
+        from cnnsweep.slurm import Submissions, run_submitit_trial
 
-        if not hasattr(self, "_refusal"):
-            self._refusal = Refusal()
-        return run_submitit_trial(self, job, self._refusal)  # type: ignore[arg-type]
+        if not hasattr(self, "_submissions"):
+            self._submissions = Submissions(self.slots)
+        return run_submitit_trial(self, job, self._submissions)  # type: ignore[arg-type]
 
     def __getstate__(self) -> dict[str, Any]:
-        """Submitted with each job: without the sweep process's own state (the refusal and its lock)."""
-        return {key: value for key, value in self.__dict__.items() if key != "_refusal"}
+        """Submitted with each job: without the sweep process's own state (its semaphore and refusal)."""
+        return {key: value for key, value in self.__dict__.items() if key != "_submissions"}
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from cnnsweep.launching import run_batch
 
         return run_batch(self, job_overrides, initial_job_idx,  # type: ignore[arg-type]
                          Path(str(self.config.hydra.sweep.dir)))
+
+    def __call__(self, sweep_overrides: list[str], *args: Any) -> JobReturn:
+        """The job itself, on its node. A job Slurm has started again (requeued by an administrator or
+        after a node failure, without submitit's signal) continues from its checkpoint too."""
+        from cnnsweep.slurm import with_resume
+
+        if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
+            sweep_overrides = with_resume(sweep_overrides, self.config)
+        return super().__call__(sweep_overrides, *args)  # type: ignore[misc]
 
     def checkpoint(self, sweep_overrides: list[str], *args: Any) -> Any:
         """Called by submitit in a job that is about to be requeued (time limit, preemption)."""

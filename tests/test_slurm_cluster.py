@@ -1,0 +1,189 @@
+"""launcher=slurm against a real one-node Slurm (`.ci/slurm start`, as .ci/run does; the variable
+CNNSWEEP_TEST_SLURM_PARTITION names its partition): grids and searches of tests/fake_run.py whose jobs
+Slurm cancels, whose processes die, that reach their time limit or can never start, and a sweep
+interrupted while its jobs run. Each fault is one job's outcome, never the sweep's."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Optional
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from conftest import FAKE_RUN, command_env
+from test_interrupts import continue_with, interrupt_when, status
+from test_search import fake_search_args
+
+PARTITION = os.environ.get("CNNSWEEP_TEST_SLURM_PARTITION")
+pytestmark = pytest.mark.skipif(
+    not PARTITION or shutil.which("sbatch") is None,
+    reason="no Slurm cluster: start one as root with `.ci/slurm start` and set CNNSWEEP_TEST_SLURM_PARTITION to "
+           "the partition it prints (.ci/run does both)")
+
+
+def on_slurm(jobs: int = 2, *settings: str) -> list[str]:
+    """launcher=slurm sized to the test cluster: CPU-only jobs of one core and 1 GB."""
+    return ["launcher=slurm", f"launcher.partition={PARTITION}", "launcher.gpus=null", "launcher.cpus=1",
+            "launcher.mem_gb=1", f"launcher.jobs={jobs}", *settings]
+
+
+def slurm_job_id(run_dir: Path, timeout: float = 60) -> str:
+    """The Slurm job that trains this run, as its environment.json records it (once the job has started)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            job_id = json.loads((run_dir / "environment.json").read_text())["slurm_job_id"]
+            if job_id:
+                return str(job_id)
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"no Slurm job started for {run_dir}")
+
+
+def when(ready, action, timeout: float = 120) -> threading.Thread:
+    """Do `action` in the background as soon as `ready()` holds."""
+    def wait_then_act() -> None:
+        deadline = time.monotonic() + timeout
+        while not ready() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        action()
+    thread = threading.Thread(target=wait_then_act, daemon=True)
+    thread.start()
+    return thread
+
+
+def queued_jobs() -> list[str]:
+    return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout.split()
+
+
+def epochs_in(run_dir: Path) -> int:
+    try:
+        return len(pd.read_csv(run_dir / "history.csv"))
+    except (OSError, ValueError):
+        return 0
+
+
+def error_of(run_dir: Path) -> Optional[str]:
+    return json.loads((run_dir / "metrics.json").read_text()).get("error")
+
+
+def test_a_grid_goes_on_past_a_cancelled_job_and_a_killed_one(tiny_data: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "grid"
+    command = [*FAKE_RUN, "-m", *on_slurm(2), "model.filters=4,5,6,7", "training.epochs=16",
+               f"dataset.path={tiny_data}", f"hydra.sweep.dir={sweep}"]
+    # job 1 (filters 5) is cancelled after its first epoch, 2 (filters 6) kills itself after its first, and
+    # 3 (filters 7) is requeued by hand after its second, as an administrator or a node failure would (Slurm
+    # stops it with SIGTERM, which submitit ignores, then SIGKILL: KillWait, 10 s here, is fewer than its epochs)
+    cancelled: list[str] = []
+    canceller = when(lambda: (sweep / "1" / "history.csv").exists(),
+                     lambda: cancelled.append(slurm_job_id(sweep / "1")) or subprocess.run(["scancel", cancelled[0]]))
+    requeuer = when(lambda: epochs_in(sweep / "3") >= 2,
+                    lambda: subprocess.run(["scontrol", "requeue", slurm_job_id(sweep / "3")]), timeout=200)
+    result = subprocess.run(command, cwd=tmp_path, env=command_env(FAKE_EPOCH_SECONDS="1.5", FAKE_KILL_FILTERS="6"),
+                            capture_output=True, text=True, timeout=300)
+    canceller.join()
+    requeuer.join()
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: 2 of 4 jobs failed (first, ")
+    assert [status(sweep / str(job)) for job in range(4)] == ["completed", "failed", "failed", "completed"]
+    assert error_of(sweep / "1") == (f"Slurm job {cancelled[0]} (CANCELLED by 0) ended without a result: cancelled "
+                                     "(scancel or the cluster)")
+    killed = slurm_job_id(sweep / "2")
+    assert error_of(sweep / "2") == (f"Slurm job {killed} (FAILED) ended without a result: its process was killed, "
+                                     "or crashed outside Python")
+    board = pd.read_csv(sweep / "leaderboard.csv").set_index("model.filters")
+    assert list(board.loc[[5, 6], "status"]) == ["failed", "failed"] and board.loc[4, "epochs_completed"] == 16
+    assert len(pd.read_csv(sweep / "2" / "history.csv")) == 1  # what the killed job measured is kept
+    assert not set(queued_jobs()) & {cancelled[0], killed}
+    requeued = json.loads((sweep / "3" / "metrics.json").read_text())
+    assert requeued["resumed_after_epoch"] >= 2  # started again by Slurm, it continued from its checkpoint
+    assert requeued["resumed_after_epoch"] < 16 and requeued["status"] == "completed"
+    assert list(pd.read_csv(sweep / "3" / "history.csv")["epoch"]) == list(range(1, 17))
+
+
+def test_a_search_with_a_killed_job_leaves_no_trial_running(tiny_data: Path, tmp_path: Path) -> None:
+    sweep, storage = tmp_path / "search", f"sqlite:///{tmp_path / 'optuna.db'}"
+    command = [*FAKE_RUN, *fake_search_args(tiny_data, searched=("model.filters",)), *on_slurm(2),
+               "hydra.sweeper.sampler=grid", "hydra.sweeper.pruner=none", "hydra.sweeper.n_trials=3",
+               "model.filters=choice(4, 6, 8)", "model.dense_units=16", "optimizer.lr=0.003", f"hydra.sweep.dir={sweep}", f"hydra.sweeper.storage={storage}"]
+    result = subprocess.run(command, cwd=tmp_path, env=command_env(FAKE_KILL_FILTERS="6"), capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1, result.stderr
+    assert "1 of 3 jobs failed" in result.stderr.strip().splitlines()[-1]
+    trials = {trial.params["model.filters"]: trial
+              for trial in optuna.load_study(study_name="quick", storage=storage).trials}
+    assert [trials[filters].state for filters in (4, 6, 8)] == [TrialState.COMPLETE, TrialState.FAIL,
+                                                                 TrialState.COMPLETE]
+    run_dir = Path(trials[6].user_attrs["cnnsweep_run_dir"])
+    assert trials[6].user_attrs["cnnsweep_error"] == error_of(run_dir)
+    assert error_of(run_dir).startswith(f"Slurm job {slurm_job_id(run_dir)} (FAILED) ended without a result")
+
+
+def test_a_job_at_its_time_limit_is_requeued_and_resumes(tiny_data: Path, tmp_path: Path) -> None:
+    """Slurm signals the job (SIGUSR2, signal_delay_s before its 2-minute limit, so 60 to 90 s after it
+    starts: Slurm looks at the clock every 30 s) while it trains its 35 epochs of 3 s; submitit requeues
+    it and the job continues after its last finished epoch."""
+    sweep = tmp_path / "requeued"
+    command = [*FAKE_RUN, "-m", *on_slurm(1, "launcher.timeout_min=2", "launcher.signal_delay_s=60"), "model.filters=4",
+               "training.epochs=35", f"dataset.path={tiny_data}", f"hydra.sweep.dir={sweep}"]
+    result = subprocess.run(command, cwd=tmp_path, env=command_env(FAKE_EPOCH_SECONDS="3"), capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    run_dir = sweep / "0"
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["resumed_after_epoch"] >= 1
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history["epoch"]) == list(range(1, 36))  # each epoch once: none repeated, none lost
+    job_id = slurm_job_id(run_dir)
+    logs = "".join(path.read_text() for path in (sweep / ".submitit" / job_id).glob("*_log.*"))
+    assert "DUE TO JOB REQUEUE" in logs and f"Requeued job {job_id}" in logs  # Slurm's words, and submitit's
+    assert "training.resume=true" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+
+@pytest.mark.parametrize("setting, names", [
+    ("launcher.cpus=64", "pending with reason PartitionConfig (it asks for 64 CPUs, 1 GB; partition "),
+    ("launcher.gpus=1", "Invalid generic resource (gres) specification; change "),
+])
+def test_a_job_that_cannot_start_stops_the_sweep_in_one_line(tiny_data: Path, tmp_path: Path, setting: str,
+                                                            names: str) -> None:
+    sweep = tmp_path / "never"
+    command = [*FAKE_RUN, "-m", *on_slurm(2), setting, "model.filters=4,5,6", f"dataset.path={tiny_data}",
+               f"hydra.sweep.dir={sweep}"]
+    result = subprocess.run(command, cwd=tmp_path, env=command_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and names in last and setting.split("=")[0] in last
+    assert "Traceback" not in result.stderr
+    assert not queued_jobs()  # nothing left waiting in the queue
+    assert not any(status(folder) == "completed" for folder in sweep.glob("[0-9]*"))
+
+
+def test_ctrl_c_stops_a_slurm_grid_and_it_continues(tiny_data: Path, tmp_path: Path) -> None:
+    sweep = tmp_path / "grid"
+    command = [*FAKE_RUN, "-m", *on_slurm(2), "model.filters=4,5", "training.epochs=1,40", f"dataset.path={tiny_data}",
+               f"hydra.sweep.dir={sweep}"]
+    env = command_env(FAKE_EPOCH_SECONDS="0.5")
+    # jobs: 0 (4, 1 epoch), 1 (4, 40), 2 (5, 1), 3 (5, 40): interrupt while 1 and 3 train
+    result = interrupt_when(command, lambda: (sweep / "3" / "history.csv").exists(), tmp_path, env, "process")
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "2 of 4 jobs finished; continue with: " in result.stderr.strip().splitlines()[-1]
+    assert [status(sweep / str(job)) for job in range(4)] == ["completed", "interrupted", "completed", "interrupted"]
+    assert not queued_jobs()  # the running jobs stopped, nothing left in the queue
+
+    again = subprocess.run(continue_with(result.stderr), cwd=tmp_path, env=command_env(FAKE_EPOCH_SECONDS="0.01"),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert [status(sweep / str(job)) for job in range(4)] == ["completed"] * 4
+    assert "completed before" in again.stdout
