@@ -6,7 +6,8 @@ against the same search with no faults.
         uv run python benchmarks/slurm_faults.py [--trials 16] [--jobs 4]
 
 Protocol: `sweeps=baseline_tpe launcher=slurm` with real TensorFlow training on the first 4,000 MNIST
-training images (1,000 held out), 4 epochs, `--trials` trials with `--jobs` Slurm jobs at once, each job
+training images (1,000 held out), 8 epochs (so a job hit after its first epoch still has more to train
+than Slurm's KillWait, in which a cancelled or requeued job may finish), `--trials` trials with `--jobs` Slurm jobs at once, each job
 one core and 2 GB. With faults, three jobs are hit while they train: the first to finish an epoch is
 cancelled (`scancel`), the second has its process killed (SIGKILL), the third is requeued by hand
 (`scontrol requeue`, as an administrator or a node failure would) after its second epoch. Counted:
@@ -32,7 +33,7 @@ import optuna
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-PROTOCOL = ["dataset.max_train=4000", "dataset.val_size=1000", "training.epochs=4"]
+PROTOCOL = ["dataset.max_train=4000", "dataset.val_size=1000", "training.epochs=8"]
 
 
 def epochs_in(run_dir: Path) -> int:
@@ -80,6 +81,13 @@ class Faults(threading.Thread):
             time.sleep(0.2)
 
 
+def starts(sweep: Path, run_dir: Path) -> int:
+    """How many times the run's Slurm job started, from submitit's log of it."""
+    job_id = (job_of(run_dir) or {}).get("slurm_job_id")
+    logs = (sweep / ".submitit" / str(job_id)).glob("*_log.out")
+    return sum(path.read_text().count("Starting with JobEnvironment") for path in logs)
+
+
 def search(trials: int, jobs: int, faults: bool, workdir: Path) -> dict:
     name = "faults" if faults else "clean"
     sweep, storage = workdir / name, f"sqlite:///{workdir / f'{name}.db'}"
@@ -100,11 +108,14 @@ def search(trials: int, jobs: int, faults: bool, workdir: Path) -> dict:
     board = pd.read_csv(sweep / "leaderboard.csv")
     requeued = injector.hit.get("requeued")
     resumed_after = json.loads((requeued / "metrics.json").read_text()).get("resumed_after_epoch") if requeued else None
+    repeated = 0
+    if requeued is not None and starts(sweep, requeued) > 1:  # it ran again: from its checkpoint, or from epoch 1
+        repeated = max(0, injector.epochs_at_requeue - (resumed_after or 0))
     return {
         "setup": name, "exit_code": result.returncode, "wall_s": round(wall, 1), "trials": len(states),
         "completed": states.count("COMPLETE"), "pruned": states.count("PRUNED"), "failed": states.count("FAIL"),
         "lost": states.count("RUNNING") + states.count("WAITING") + max(0, len(states) - len(board)),
-        "epochs_repeated": max(0, injector.epochs_at_requeue - (resumed_after or 0)) if requeued else 0,
+        "epochs_repeated": repeated, "requeued_job_starts": starts(sweep, requeued) if requeued else None,
         "faults": {kind: run_dir.name for kind, run_dir in injector.hit.items()},
         "requeued_resumed_after_epoch": resumed_after,
         "best_val_accuracy": study.best_value if states.count("COMPLETE") else None,

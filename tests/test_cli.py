@@ -82,13 +82,22 @@ def test_rerun_reproduces_the_history(tiny_run: Path, run_cli, mnist_dir: Path, 
     assert json.loads((rerun_dir / "metrics.json").read_text())["test_accuracy"] == \
         json.loads((tiny_run / "metrics.json").read_text())["test_accuracy"]
 
+    record = (tiny_run / "metrics.json").read_text()
+    resumed = run_cli(str(tiny_run), "--resume", command=RERUN, env={"CNNSWEEP_DATA_DIR": str(mnist_dir)})
+    assert resumed.returncode == 2  # a completed run has nothing to resume: refused, not trained over
+    assert error_lines(resumed.stderr) == [
+        f"error: {tiny_run}: the run completed, there is nothing to resume; rerun it without --resume (a new "
+        "folder under outputs/reruns) to train it again"]
+    assert (tiny_run / "metrics.json").read_text() == record
+
 
 @pytest.mark.tensorflow
 def test_multirun_prints_epoch_lines_and_survives_a_failed_job(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     result = run_cli("-m", *TINY_RUN, "training.epochs=1", "model.kernel_size=3,13",
                      f"hydra.sweep.dir={sweep}", env={"CNNSWEEP_DATA_DIR": str(mnist_dir)})
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # the grid ran both; not every job completed
+    assert error_lines(result.stderr)[-1].startswith("error: 1 of 2 jobs failed (first, sweep/1: model: conv block 2")
     assert "job 0 epoch 1/1: accuracy " in result.stdout and "━" not in result.stdout
     assert "job 1 run failed: model: conv block 2 (kernel 13)" in result.stdout
     ok = json.loads((sweep / "0" / "metrics.json").read_text())

@@ -143,6 +143,15 @@ def test_bad_inputs_are_one_line_before_any_trial(tiny_data: Path, tmp_path: Pat
         assert not list(tmp_path.glob("case*/[0-9]*")), overrides  # no trial ran
 
 
+def test_a_missing_data_file_is_refused_before_any_trial(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.npz"
+    result = run_cli(*tiny_args(tiny_data, tmp_path), f"dataset.path={missing}", command=FAKE_RUN)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: dataset.path={missing}: no such file; pass an existing .npz with keys x_train, y_train, x_test, y_test")
+    assert not list(tmp_path.glob("sweep/[0-9]*"))  # refused once, not failed in every trial
+
+
 def test_a_changed_search_space_on_resume_is_refused(run_cli, tiny_data: Path, tmp_path: Path) -> None:
     first = run_cli(*tiny_args(tiny_data, tmp_path), "hydra.sweeper.n_trials=1", "model.kernel_size=choice(2, 3)",
                     command=FAKE_RUN)

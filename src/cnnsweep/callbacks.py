@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class JobsFailed(CnnsweepError):
+    """A multirun ended with every job run, but not every job completed; exit code 1."""
+
+
 class LeaderboardCallback(Callback):
     """Registered in conf/config.yaml under hydra.callbacks; runs in the sweeping process."""
 
@@ -34,10 +38,6 @@ class LeaderboardCallback(Callback):
                 raise RunFailed(JobsFailed(
                     f"{len(failed)} of {len(frame)} jobs failed (first, {first['run']}: {first.get('error')}); "
                     f"the others' results are in {Path(config.hydra.sweep.dir) / 'leaderboard.csv'}"))
-
-
-class JobsFailed(CnnsweepError):
-    """A multirun ended with every job run, but not every job completed; exit code 1."""
 
 
 def write_sweep_leaderboard(sweep_dir: Path, top: int = 10) -> Optional["pd.DataFrame"]:

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cnnsweep import hydra_internals
+from cnnsweep.callbacks import write_sweep_leaderboard
 from cnnsweep.errors import CnnsweepError
 from cnnsweep.interrupts import SWEEP
 from cnnsweep.progress import Best, Progress
@@ -149,8 +150,6 @@ def run_batch(launcher: TrialLauncher, job_overrides: Sequence[Sequence[str]], i
                        "jobs")
         SWEEP.stop_sweep(sweep_dir)
     if cannot_start:
-        from cnnsweep.callbacks import write_sweep_leaderboard
-
         write_sweep_leaderboard(sweep_dir)
         raise cannot_start[0]
     return [outcome.job_return for outcome in outcomes]  # type: ignore[misc]  (set for every grid job)

@@ -8,12 +8,14 @@ continues a killed or interrupted run in its own folder after its last finished 
 
 from __future__ import annotations
 
+import json
 import runpy
 import sys
 from pathlib import Path
 
 from cnnsweep.errors import ConfigError
 from cnnsweep.project import RUN_SCRIPT
+from cnnsweep.records import METRICS_FILE
 
 # Where reruns go; the microsecond timestamp matches conf/config.yaml's run folders.
 RERUN_DIR = "outputs/reruns/${now:%Y-%m-%d_%H-%M-%S-%f}"
@@ -29,6 +31,8 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
             f"{run_dir}: no saved config at {saved}; pass a run folder written by src/run.py "
             "(outputs/runs/<time> or a multirun job folder)"
         )
+    if resume:
+        _check_resumable(run_dir)
     return [
         "--config-path",
         str(saved.parent.resolve()),
@@ -39,6 +43,17 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
         *(["training.resume=true"] if resume else []),
         *overrides,
     ]
+
+
+def _check_resumable(run_dir: Path) -> None:
+    """Resuming trains in the run's own folder: a completed run would be overwritten, so it is refused."""
+    try:
+        status = json.loads((run_dir / METRICS_FILE).read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return
+    if status == "completed":
+        raise ConfigError(f"{run_dir}: the run completed, there is nothing to resume; rerun it without --resume "
+                          "(a new folder under outputs/reruns) to train it again")
 
 
 def replay(arguments: list[str]) -> None:

@@ -31,7 +31,8 @@ from optuna.trial import TrialState
 
 from cnnsweep import hydra_internals
 from cnnsweep.credentials import redact_hydra_node
-from cnnsweep.config import METRIC_DIRECTIONS, check_metric, objective_metric
+from cnnsweep.config import METRIC_DIRECTIONS, check_metric, load_run_config, objective_metric
+from cnnsweep.data import check_source
 from cnnsweep.errors import CnnsweepError, ConfigError
 from cnnsweep.callbacks import write_sweep_leaderboard
 from cnnsweep.launching import JobCannotStart, JobOutcome, TrialJob, TrialLauncher
@@ -123,6 +124,9 @@ class Search:
         job_config = self._compose(space.fixed_overrides())
         spec = study_spec(settings, job_config)
         config_values = self._check_keys(space, job_config)
+        if "dataset" in job_config and "model" in job_config and "dataset.path" not in space.distributions:
+            task_config = OmegaConf.masked_copy(job_config, [key for key in job_config if key != "hydra"])
+            check_source(load_run_config(task_config).dataset)  # cnnsweep's own task: its data file exists
         grid = space.grid() if _is_grid(settings.sampler) else None
         sampler = make_sampler(settings.sampler, dict(settings.sampler_options), settings.seed, grid)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)

@@ -36,7 +36,7 @@ from cnnsweep.records import mark_failed
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0  # how often a job's result file is looked for
-STATE_SECONDS = 5.0  # how often Slurm is asked for a job's state (squeue, and sacct once it has left the queue)
+STATE_SECONDS = 10.0  # how often Slurm is asked for a job's state (squeue, and sacct once it has left the queue)
 INTERRUPT_GRACE_SECONDS = 60.0  # a job still running this long after SIGINT is cancelled
 RESUME_OVERRIDE = "training.resume=true"
 ENDED, REFUSED = "ended", "refused"  # how a watched job ended, besides INTERRUPTED
@@ -97,7 +97,18 @@ def run_submitit_trial(launcher: BaseSubmititLauncher, job: TrialJob, submission
         mark_failed(run_dir, message, status)
         # To Hydra's sweepers the job ended as a failed run does inside a multirun: with NaN.
         return JobOutcome(run_dir, message, hydra_internals.job_return(job_config, JobStatus.COMPLETED, math.nan))
+    if isinstance(submitted, submitit.SlurmJob):
+        _cancel_rerun(submitted.job_id)
     return outcome(result, run_dir)
+
+
+def _cancel_rerun(job_id: str) -> None:
+    """A job requeued after it had written its result (`scontrol requeue` gives it KillWait seconds, in
+    which it may finish) would train again over a recorded run: it is cancelled before it starts."""
+    state = queue_state(job_id)
+    if state.state == "PENDING" or state.state.startswith("REQUEUE"):
+        subprocess.run(["scancel", job_id], check=False, capture_output=True)
+        log.warning("Slurm job %s was requeued after it had finished; its second run is cancelled", job_id)
 
 
 class Submissions:
