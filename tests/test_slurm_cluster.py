@@ -24,10 +24,10 @@ from test_interrupts import continue_with, interrupt_when, status
 from test_search import fake_search_args
 
 PARTITION = os.environ.get("CNNSWEEP_TEST_SLURM_PARTITION")
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(
     not PARTITION or shutil.which("sbatch") is None,
     reason="no Slurm cluster: start one as root with `.ci/slurm start` and set CNNSWEEP_TEST_SLURM_PARTITION to "
-           "the partition it prints (.ci/run does both)")
+           "the partition it prints (.ci/run does both)")]
 
 
 def on_slurm(jobs: int = 2, *settings: str) -> list[str]:
