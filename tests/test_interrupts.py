@@ -76,6 +76,15 @@ def test_ctrl_c_stops_a_parallel_grid_in_order_and_it_continues(tiny_data: Path,
         assert json.loads((sweep / str(job) / "metrics.json").read_text())["finished_at"] == finished_at[job]
         assert f"#{job} : " in again.stdout and "completed before" in again.stdout
     assert len(pd.read_csv(sweep / "leaderboard.csv")) == 4
+    for job in (1, 3):  # the interrupted jobs continued after their last finished epoch
+        resumed = json.loads((sweep / str(job) / "metrics.json").read_text())["resumed_after_epoch"]
+        assert resumed >= 1 and list(pd.read_csv(sweep / str(job) / "history.csv")["epoch"]) == list(range(1, 61))
+        assert f"#{job} : " in again.stdout and "training.resume=true" in again.stdout
+
+    third = subprocess.run(continue_with(result.stderr), cwd=tmp_path, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert third.returncode == 0, third.stderr
+    assert third.stdout.count("completed before") == 4  # resumed jobs count as the same jobs
 
 
 def test_ctrl_c_stops_a_search_in_order_and_it_continues(tiny_data: Path, tmp_path: Path) -> None:

@@ -181,9 +181,15 @@ def test_ctrl_c_stops_a_slurm_grid_and_it_continues(tiny_data: Path, tmp_path: P
     assert "2 of 4 jobs finished; continue with: " in result.stderr.strip().splitlines()[-1]
     assert [status(sweep / str(job)) for job in range(4)] == ["completed", "interrupted", "completed", "interrupted"]
     assert not queued_jobs()  # the running jobs stopped, nothing left in the queue
+    trained = {job: json.loads((sweep / str(job) / "metrics.json").read_text())["epochs_completed"] for job in (1, 3)}
+    assert any(trained.values())
 
     again = subprocess.run(continue_with(result.stderr), cwd=tmp_path, env=command_env(FAKE_EPOCH_SECONDS="0.01"),
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert [status(sweep / str(job)) for job in range(4)] == ["completed"] * 4
-    assert "completed before" in again.stdout
+    assert again.stdout.count("completed before") == 2
+    for job, epochs in trained.items():  # an interrupted job that had finished epochs continues after them
+        if epochs:
+            resumed = json.loads((sweep / str(job) / "metrics.json").read_text())["resumed_after_epoch"]
+            assert resumed >= epochs and epochs_in(sweep / str(job)) == 40

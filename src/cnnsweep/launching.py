@@ -33,11 +33,12 @@ from omegaconf.errors import OmegaConfBaseException
 from cnnsweep import hydra_internals
 from cnnsweep.callbacks import write_sweep_leaderboard
 from cnnsweep.errors import CnnsweepError
-from cnnsweep.interrupts import SWEEP
+from cnnsweep.interrupts import INTERRUPTED, SWEEP
 from cnnsweep.progress import Best, Progress
 from cnnsweep.records import METRICS_FILE, mark_failed
 
 log = logging.getLogger(__name__)
+RESUME_OVERRIDE = "training.resume=true"  # added to a job that continues an earlier run in its folder
 
 
 def _ignore(run_dir: Path) -> None:
@@ -100,6 +101,28 @@ def kept_or_unstarted(job: TrialJob, job_config: DictConfig) -> Optional[JobOutc
         return JobOutcome(run_dir, "not started: the sweep was interrupted",
                           hydra_internals.job_return(job_config, JobStatus.COMPLETED, math.nan))
     return None
+
+
+def continuing(job: TrialJob, job_config: DictConfig) -> Optional[TrialJob]:
+    """The job with `training.resume=true` when its folder holds an interrupted run of the very same
+    job that had finished an epoch (a continued sweep picks it up after that epoch), else None."""
+    run_dir = hydra_internals.job_dir(job_config)
+    try:
+        record = json.loads((run_dir / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if record.get("status") != INTERRUPTED or not record.get("epochs_completed") or \
+            _saved_overrides(run_dir) != _without_resume(job.overrides):
+        return None
+    overrides = with_resume(list(job.overrides), job_config)
+    return TrialJob(job.number, tuple(overrides), job.started) if len(overrides) > len(job.overrides) else None
+
+
+def with_resume(overrides: list[str], config: DictConfig) -> list[str]:
+    """The overrides continuing the run from its checkpoint (for configs that have `training.resume`)."""
+    if OmegaConf.select(config, "training.resume", default=None) is None or RESUME_OVERRIDE in overrides:
+        return overrides
+    return [*overrides, RESUME_OVERRIDE]
 
 
 def run_batch(launcher: TrialLauncher, job_overrides: Sequence[Sequence[str]], initial_job_idx: int,
@@ -167,13 +190,23 @@ def completed_objective(run_dir: Path) -> Optional[tuple[str, float, str]]:
 
 def _completed_before(run_dir: Path, overrides: Sequence[str]) -> Optional[float]:
     """The objective of a completed run already in this job's folder with the same overrides, else None."""
-    try:
-        if OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml")) != list(overrides):
-            return None
-    except (OSError, ValueError, OmegaConfBaseException):
+    if _saved_overrides(run_dir) != _without_resume(overrides):
         return None
     objective = completed_objective(run_dir)
     return objective[1] if objective is not None else None
+
+
+def _saved_overrides(run_dir: Path) -> Optional[list[str]]:
+    """The overrides the run in this folder was started with, less the resume a continued sweep added."""
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(run_dir / ".hydra" / "overrides.yaml"))
+    except (OSError, ValueError, OmegaConfBaseException):
+        return None
+    return _without_resume(saved) if isinstance(saved, list) else None
+
+
+def _without_resume(overrides: Sequence[str]) -> list[str]:
+    return [override for override in overrides if override != RESUME_OVERRIDE]
 
 
 def trial_launcher(launcher: Launcher, hydra_context: HydraContext, config: DictConfig) -> TrialLauncher:

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnsweep import hydra_internals
 from cnnsweep.devices import Slot
 from cnnsweep.job_process import Worker, WorkerLimits
-from cnnsweep.launching import JobOutcome, TrialJob, kept_or_unstarted
+from cnnsweep.launching import JobOutcome, TrialJob, continuing, kept_or_unstarted
 
 log = logging.getLogger(__name__)
 SCHEDULE_FILE = "schedule.jsonl"
@@ -67,6 +67,10 @@ class SlotPool:
         kept = kept_or_unstarted(job, job_config)
         if kept is not None:
             return kept
+        resumed = continuing(job, job_config)
+        if resumed is not None:
+            job = resumed
+            job_config = hydra_internals.compose_job_config(hydra_context, config, job.overrides, job.number)
         slot = self._free.get()  # waits for a free GPU / share of the cores
         try:
             kept = kept_or_unstarted(job, job_config)  # the sweep may have been interrupted meanwhile

@@ -30,7 +30,7 @@ from omegaconf import OmegaConf
 
 from cnnsweep import hydra_internals
 from cnnsweep.interrupts import INTERRUPTED, SWEEP
-from cnnsweep.launching import JobCannotStart, JobOutcome, TrialJob, kept_or_unstarted, outcome
+from cnnsweep.launching import JobCannotStart, JobOutcome, TrialJob, continuing, kept_or_unstarted, outcome
 from cnnsweep.records import mark_failed
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,6 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0  # how often a job's result file is looked for
 STATE_SECONDS = 10.0  # how often Slurm is asked for a job's state (squeue, and sacct once it has left the queue)
 INTERRUPT_GRACE_SECONDS = 60.0  # a job still running this long after SIGINT is cancelled
-RESUME_OVERRIDE = "training.resume=true"
 ENDED, REFUSED = "ended", "refused"  # how a watched job ended, besides INTERRUPTED
 
 # Pending reasons that never clear by waiting, and the preset's settings that decide them.
@@ -80,6 +79,7 @@ def run_submitit_trial(launcher: BaseSubmititLauncher, job: TrialJob, submission
         kept = kept_or_unstarted(job, job_config)
         if kept is not None:
             return kept
+        job = continuing(job, job_config) or job
         submissions.check()
         job.started(run_dir)
         submitted = _submit(launcher, job, submissions)
@@ -261,10 +261,3 @@ def _final_state(submitted: submitit.Job) -> str:
 def _first_line(error: Exception) -> str:
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     return lines[0] if lines else type(error).__name__
-
-
-def with_resume(overrides: list[str], config: Any) -> list[str]:
-    """A requeued job's overrides: the same, continuing from its checkpoint (for configs that have one)."""
-    if OmegaConf.select(config, "training.resume", default=None) is None or RESUME_OVERRIDE in overrides:
-        return overrides
-    return [*overrides, RESUME_OVERRIDE]

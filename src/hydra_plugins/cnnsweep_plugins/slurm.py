@@ -55,7 +55,7 @@ class _TrialContract:
     def __call__(self, sweep_overrides: list[str], *args: Any) -> JobReturn:
         """The job itself, on its node. A job Slurm has started again (requeued by an administrator or
         after a node failure, without submitit's signal) continues from its checkpoint too."""
-        from cnnsweep.slurm import with_resume
+        from cnnsweep.launching import with_resume
 
         if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
             sweep_overrides = with_resume(sweep_overrides, self.config)
@@ -65,7 +65,7 @@ class _TrialContract:
         """Called by submitit in a job that is about to be requeued (time limit, preemption)."""
         import submitit
 
-        from cnnsweep.slurm import with_resume
+        from cnnsweep.launching import with_resume
 
         return submitit.helpers.DelayedSubmission(self, with_resume(sweep_overrides, self.config), *args)
 
