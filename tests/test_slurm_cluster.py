@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from conftest import FAKE_RUN, command_env
+from conftest import FAKE_RUN, RUN, TINY_RUN, command_env
 from test_interrupts import continue_with, interrupt_when, status
 from test_search import fake_search_args
 
@@ -149,6 +149,35 @@ def test_a_job_at_its_time_limit_is_requeued_and_resumes(tiny_data: Path, tmp_pa
     logs = "".join(path.read_text() for path in (sweep / ".submitit" / job_id).glob("*_log.*"))
     assert "DUE TO JOB REQUEUE" in logs and f"Requeued job {job_id}" in logs  # Slurm's words, and submitit's
     assert "training.resume=true" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+
+@pytest.mark.tensorflow
+def test_a_preempted_keras_job_resumes_with_the_history_it_would_have_had(mnist_dir: Path, tmp_path: Path) -> None:
+    """Real training: two identical jobs, one preempted (SIGUSR2, as Slurm signals before preemption or
+    its time limit) after its second epoch; submitit requeues it, it reloads its Keras checkpoint (weights,
+    optimizer, dropout's random state) and ends with the same history and test accuracy as the other."""
+    sweep = tmp_path / "grid"
+    command = [*RUN, "-m", *on_slurm(2), *TINY_RUN, "dataset.max_train=2048", "training.epochs=5",
+               "model.dropout=0.3", "dataset.val_size=128", "seed=2,2", f"hydra.sweep.dir={sweep}"]
+
+    def checkpointed(epochs: int) -> bool:
+        saved = sweep / "1" / "checkpoint.json"
+        try:
+            return json.loads(saved.read_text())["epoch"] >= epochs
+        except (OSError, ValueError, KeyError):
+            return False
+
+    preempter = when(lambda: checkpointed(2), lambda: subprocess.run(
+        ["scancel", "--signal=USR2", slurm_job_id(sweep / "1")], check=True), timeout=300)
+    result = subprocess.run(command, cwd=tmp_path, env=command_env(CNNSWEEP_DATA_DIR=str(mnist_dir)),
+                            capture_output=True, text=True, timeout=600)
+    preempter.join()
+    assert result.returncode == 0, result.stderr[-3000:]
+    whole, resumed = (json.loads((sweep / job / "metrics.json").read_text()) for job in ("0", "1"))
+    assert resumed["status"] == "completed" and 2 <= resumed["resumed_after_epoch"] < 5
+    assert resumed["test_accuracy"] == whole["test_accuracy"]
+    history = pd.read_csv(sweep / "1" / "history.csv").drop(columns="seconds")
+    assert history.equals(pd.read_csv(sweep / "0" / "history.csv").drop(columns="seconds"))
 
 
 @pytest.mark.parametrize("setting, names", [
