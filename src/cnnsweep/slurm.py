@@ -18,8 +18,9 @@ import math
 import subprocess
 import threading
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import submitit
 from hydra.core.singleton import Singleton
@@ -36,7 +37,7 @@ from cnnsweep.records import mark_failed
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 1.0  # how often a job's result file is looked for
-STATE_SECONDS = 10.0  # how often Slurm is asked for a job's state (squeue, and sacct once it has left the queue)
+STATE_SECONDS = 10.0  # how often squeue is asked about the sweep's jobs (one call for all of them)
 INTERRUPT_GRACE_SECONDS = 60.0  # a job still running this long after SIGINT is cancelled
 ENDED, REFUSED = "ended", "refused"  # how a watched job ended, besides INTERRUPTED
 
@@ -98,25 +99,26 @@ def run_submitit_trial(launcher: BaseSubmititLauncher, job: TrialJob, submission
         # To Hydra's sweepers the job ended as a failed run does inside a multirun: with NaN.
         return JobOutcome(run_dir, message, hydra_internals.job_return(job_config, JobStatus.COMPLETED, math.nan))
     if isinstance(submitted, submitit.SlurmJob):
-        _cancel_rerun(submitted.job_id)
+        _cancel_rerun(submitted.job_id, submissions.queue)
     return outcome(result, run_dir)
 
 
-def _cancel_rerun(job_id: str) -> None:
+def _cancel_rerun(job_id: str, queue: SlurmQueue) -> None:
     """A job requeued after it had written its result (`scontrol requeue` gives it KillWait seconds, in
     which it may finish) would train again over a recorded run: it is cancelled before it starts."""
-    state = queue_state(job_id)
+    state = queue.state(job_id, fresh=True)
     if state.state == "PENDING" or state.state.startswith("REQUEUE"):
         subprocess.run(["scancel", job_id], check=False, capture_output=True)
         log.warning("Slurm job %s was requeued after it had finished; its second run is cancelled", job_id)
 
 
 class Submissions:
-    """The sweep process's side of its jobs: at most `slots` submitted at once, and the first
-    JobCannotStart, after which every job not yet running ends with it."""
+    """The sweep process's side of its jobs: at most `slots` submitted at once, what the queue says of
+    them, and the first JobCannotStart, after which every job not yet running ends with it."""
 
     def __init__(self, slots: int) -> None:
         self.slots = threading.BoundedSemaphore(slots)
+        self.queue = SlurmQueue()
         self.error: Optional[JobCannotStart] = None
         self._lock = threading.Lock()
 
@@ -162,53 +164,84 @@ def _watch(submitted: submitit.Job, launcher: BaseSubmititLauncher, submissions:
     on_slurm = isinstance(submitted, submitit.SlurmJob)
     ending, signalled_at = ENDED, 0.0
     next_state = time.monotonic() + STATE_SECONDS
-    while not submitted.paths.result_pickle.exists():
-        time.sleep(POLL_SECONDS)
-        now = time.monotonic()
-        if SWEEP.requested and ending == ENDED:
-            ending, signalled_at = INTERRUPTED, now
-            _pass_interrupt(submitted, on_slurm)
-        elif ending == INTERRUPTED and now - signalled_at > INTERRUPT_GRACE_SECONDS:
-            submitted.cancel(check=False)
-            signalled_at = float("inf")
-        if now < next_state:
-            continue
-        next_state = now + STATE_SECONDS
-        if not on_slurm:
-            if submitted.done(force_check=True):
+    with submissions.queue.watching(submitted.job_id) if on_slurm else nullcontext():
+        while not submitted.paths.result_pickle.exists():
+            time.sleep(POLL_SECONDS)
+            now = time.monotonic()
+            if SWEEP.requested and ending == ENDED:
+                ending, signalled_at = INTERRUPTED, now
+                _pass_interrupt(submitted, on_slurm, submissions.queue)
+            elif ending == INTERRUPTED and now - signalled_at > INTERRUPT_GRACE_SECONDS:
+                submitted.cancel(check=False)
+                signalled_at = float("inf")
+            if now < next_state:
+                continue
+            next_state = now + STATE_SECONDS
+            if not on_slurm:
+                if submitted.done(force_check=True):
+                    break
+                continue
+            state = submissions.queue.state(submitted.job_id)
+            if state.state == "PENDING" and ending == ENDED:
+                if state.reason in NEVER_STARTS:
+                    submissions.refuse(_cannot_start(submitted.job_id, state, launcher.params))
+                if submissions.error is not None:
+                    subprocess.run(["scancel", submitted.job_id], check=False, capture_output=True)
+                    ending = REFUSED
+            if state.state == "" and submitted.done(force_check=True):  # left the queue: sacct has its end
                 break
-            continue
-        state = queue_state(submitted.job_id)
-        if state.state == "PENDING" and ending == ENDED:
-            if state.reason in NEVER_STARTS:
-                submissions.refuse(_cannot_start(submitted.job_id, state, launcher.params))
-            if submissions.error is not None:
-                subprocess.run(["scancel", submitted.job_id], check=False, capture_output=True)
-                ending = REFUSED
-        if state.state == "" and submitted.done(force_check=True):  # left the queue: sacct has its end
-            break
     return ending
 
 
-def _pass_interrupt(submitted: submitit.Job, on_slurm: bool) -> None:
+def _pass_interrupt(submitted: submitit.Job, on_slurm: bool, queue: SlurmQueue) -> None:
     """SIGINT to a running job (it records `interrupted`); a pending one is cancelled."""
     if not on_slurm:
         submitted.cancel(check=False)  # submitit's local executor sends SIGINT
-    elif queue_state(submitted.job_id).state == "PENDING":
+    elif queue.state(submitted.job_id, fresh=True).state == "PENDING":
         subprocess.run(["scancel", submitted.job_id], check=False, capture_output=True)
     else:
         subprocess.run(["scancel", "--signal=INT", submitted.job_id], check=False, capture_output=True)
 
 
-def queue_state(job_id: str) -> SlurmJobState:
-    """The job as squeue shows it; state "" once it has left the queue (or squeue cannot tell)."""
+class SlurmQueue:
+    """What squeue says of the sweep's jobs, from one call for all of them at most every STATE_SECONDS
+    (a sweep of many jobs asks the scheduler once, not once per job). A job that has left the queue
+    (ended, or unknown to squeue) has state ""."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: set[str] = set()
+        self._states: dict[str, SlurmJobState] = {}
+        self._asked = -math.inf
+
+    @contextmanager
+    def watching(self, job_id: str) -> Iterator[None]:
+        """The job is asked about with the others while the block runs."""
+        with self._lock:
+            self._jobs.add(job_id)
+            self._asked = -math.inf  # a new job: ask at the next look
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._jobs.discard(job_id)
+
+    def state(self, job_id: str, fresh: bool = False) -> SlurmJobState:
+        with self._lock:
+            if fresh or time.monotonic() - self._asked >= STATE_SECONDS:
+                self._states = _squeue(sorted(self._jobs | {job_id}))
+                self._asked = time.monotonic()
+            return self._states.get(job_id, SlurmJobState("", "", ""))
+
+
+def _squeue(job_ids: list[str]) -> dict[str, SlurmJobState]:
     try:
-        line = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T|%r|%P"], capture_output=True, text=True,
-                              timeout=60).stdout.strip()
+        lines = subprocess.run(["squeue", "-h", "-j", ",".join(job_ids), "-o", "%i|%T|%r|%P"], capture_output=True,
+                               text=True, timeout=60).stdout.splitlines()
     except (OSError, subprocess.TimeoutExpired):
-        line = ""
-    state, reason, partition = (line.split("|") + ["", "", ""])[:3] if line.count("|") == 2 else ("", "", "")
-    return SlurmJobState(state, reason, partition)
+        lines = []
+    fields = [line.split("|") for line in lines if line.count("|") == 3]
+    return {job_id: SlurmJobState(state, reason, partition) for job_id, state, reason, partition in fields}
 
 
 def _cannot_start(job_id: str, state: SlurmJobState, params: dict[str, Any]) -> JobCannotStart:
