@@ -97,10 +97,15 @@ def kept_or_unstarted(job: TrialJob, job_config: DictConfig) -> Optional[JobOutc
         log.info("#%d : %s completed before in %s; kept", job.number, " ".join(filter_overrides(job.overrides)),
                  run_dir)
         return JobOutcome(run_dir, None, hydra_internals.job_return(job_config, JobStatus.COMPLETED, earlier))
-    if SWEEP.requested:
-        return JobOutcome(run_dir, "not started: the sweep was interrupted",
-                          hydra_internals.job_return(job_config, JobStatus.COMPLETED, math.nan))
-    return None
+    return unstarted(job_config)
+
+
+def unstarted(job_config: DictConfig) -> Optional[JobOutcome]:
+    """The outcome of a job not started because the sweep is being interrupted, else None."""
+    if not SWEEP.requested:
+        return None
+    return JobOutcome(hydra_internals.job_dir(job_config), "not started: the sweep was interrupted",
+                      hydra_internals.job_return(job_config, JobStatus.COMPLETED, math.nan))
 
 
 def continuing(job: TrialJob, job_config: DictConfig) -> Optional[TrialJob]:

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnsweep import hydra_internals
 from cnnsweep.devices import Slot
 from cnnsweep.job_process import Worker, WorkerLimits
-from cnnsweep.launching import JobOutcome, TrialJob, continuing, kept_or_unstarted
+from cnnsweep.launching import JobOutcome, TrialJob, continuing, kept_or_unstarted, unstarted
 
 log = logging.getLogger(__name__)
 SCHEDULE_FILE = "schedule.jsonl"
@@ -73,9 +73,9 @@ class SlotPool:
             job_config = hydra_internals.compose_job_config(hydra_context, config, job.overrides, job.number)
         slot = self._free.get()  # waits for a free GPU / share of the cores
         try:
-            kept = kept_or_unstarted(job, job_config)  # the sweep may have been interrupted meanwhile
-            if kept is not None:
-                return kept
+            stopped = unstarted(job_config)  # the sweep may have been interrupted while the job waited
+            if stopped is not None:
+                return stopped
             job.started(job_dir)
             log.info("#%d : %s%s", job.number, " ".join(filter_overrides(job.overrides)),
                      f" [{describe(slot)}]" if len(self.slots) > 1 or slot.gpu is not None else "")

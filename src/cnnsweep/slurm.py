@@ -108,7 +108,7 @@ def _cancel_rerun(job_id: str, queue: SlurmQueue) -> None:
     which it may finish) would train again over a recorded run: it is cancelled before it starts."""
     state = queue.state(job_id, fresh=True)
     if state.state == "PENDING" or state.state.startswith("REQUEUE"):
-        subprocess.run(["scancel", job_id], check=False, capture_output=True)
+        _scancel(job_id)
         log.warning("Slurm job %s was requeued after it had finished; its second run is cancelled", job_id)
 
 
@@ -186,7 +186,7 @@ def _watch(submitted: submitit.Job, launcher: BaseSubmititLauncher, submissions:
                 if state.reason in NEVER_STARTS:
                     submissions.refuse(_cannot_start(submitted.job_id, state, launcher.params))
                 if submissions.error is not None:
-                    subprocess.run(["scancel", submitted.job_id], check=False, capture_output=True)
+                    _scancel(submitted.job_id)
                     ending = REFUSED
             if state.state == "" and submitted.done(force_check=True):  # left the queue: sacct has its end
                 break
@@ -198,9 +198,14 @@ def _pass_interrupt(submitted: submitit.Job, on_slurm: bool, queue: SlurmQueue) 
     if not on_slurm:
         submitted.cancel(check=False)  # submitit's local executor sends SIGINT
     elif queue.state(submitted.job_id, fresh=True).state == "PENDING":
-        subprocess.run(["scancel", submitted.job_id], check=False, capture_output=True)
+        _scancel(submitted.job_id)
     else:
-        subprocess.run(["scancel", "--signal=INT", submitted.job_id], check=False, capture_output=True)
+        _scancel(submitted.job_id, "--signal=INT")
+
+
+def _scancel(job_id: str, *options: str) -> None:
+    """Cancel (or signal) a job; one already gone is no error."""
+    subprocess.run(["scancel", *options, job_id], check=False, capture_output=True)
 
 
 class SlurmQueue:
