@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from cnnsweep.errors import run_with_one_line_errors
-from cnnsweep.records import RunRecord
+from cnnsweep.run.records import RunRecord
 
 SHORTEST, LONGEST, LENGTHS = 5.0, 20.0, 16  # seconds: 16 lengths, evenly spread over a 4x range
 

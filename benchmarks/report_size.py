@@ -19,7 +19,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from cnnsweep.records import RunRecord, write_history
+from cnnsweep.run.records import RunRecord, write_history
 
 ROOT = Path(__file__).resolve().parents[1]
 

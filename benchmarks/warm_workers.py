@@ -12,7 +12,7 @@ baseline_tpe as shipped. Setups, each run for `--budget` seconds and then killed
   warm         `-m sweeps=baseline_tpe launcher=parallel` (2 jobs, each slot's process kept warm)
   fresh        the same with `launcher.jobs_per_worker=1` (a fresh process, TensorFlow import, per trial)
   keras-tuner  RandomSearch over the same space and data in one process (no isolation), the same model
-               built by cnnsweep.model.build_model
+               built by cnnsweep.run.model.build_model
 Counted for each: trials and epochs finished within the budget, best val_accuracy, and for cnnsweep the
 per-job overhead (each job's time holding its slot minus its train_seconds and eval_seconds: start-up,
 data, set-up, saving and records). Targets: warm completes at least 1.6x the trials of fresh and 1.5x those of
@@ -83,9 +83,9 @@ KERAS_TUNER = r'''
 import sys
 from dataclasses import replace
 import keras, keras_tuner, numpy as np
-from cnnsweep.config import compose_run_config
-from cnnsweep.data import load_dataset
-from cnnsweep.model import build_model
+from cnnsweep.run.config import compose_run_config
+from cnnsweep.run.data import load_dataset
+from cnnsweep.run.model import build_model
 
 seed, folder = int(sys.argv[1]), sys.argv[2]
 run = compose_run_config("dataset.max_train=10000", "dataset.val_size=5000", "training.epochs=3")

@@ -7,8 +7,8 @@ Examples: `uv run python src/run.py model.filters=64 optimizer=sgd`,
 import hydra
 from omegaconf import DictConfig
 
+from cnnsweep.app import train_task
 from cnnsweep.errors import run_with_one_line_errors
-from cnnsweep.task import train_task
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

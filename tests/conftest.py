@@ -19,7 +19,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from cnnsweep.config import DatasetConfig, compose_run_config
+from cnnsweep.run.config import DatasetConfig, compose_run_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"

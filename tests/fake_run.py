@@ -1,6 +1,6 @@
 """A TensorFlow-free stand-in for src/run.py, for the fast test tier.
 
-The same conf/, Hydra plugins, launchers, searches and task (cnnsweep.task.run_task: config checks,
+The same conf/, Hydra plugins, launchers, searches and task (cnnsweep.app.run_app, cnnsweep.run.task.run_task: config checks,
 data loading, run records, pruning reports, failure handling); only the Trainer is replaced, by
 arithmetic: validation accuracy rises each epoch towards a ceiling that depends on the config
 (best near optimizer.lr=0.003, model.filters=16, model.dense_units=32), so searches have something to
@@ -26,14 +26,15 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from cnnsweep.config import RunConfig
-from cnnsweep.data import Dataset
+from cnnsweep.app import run_app
+from cnnsweep.run.config import RunConfig
+from cnnsweep.run.data import Dataset
 from cnnsweep.errors import TrainingError, run_with_one_line_errors
-from cnnsweep.hardware import launcher_assignment, thread_counts
-from cnnsweep.model import conv_widths
+from cnnsweep.run.hardware import launcher_assignment, thread_counts
+from cnnsweep.run.model import conv_widths
 from cnnsweep.project import CONF_DIR
-from cnnsweep.records import HISTORY_FILE, read_history, write_history
-from cnnsweep.task import EpochCallback, TrainingResult, run_task
+from cnnsweep.run.records import HISTORY_FILE, read_history, write_history
+from cnnsweep.run.trainer import EpochCallback, TrainingResult
 
 EPOCH_SECONDS_ENV = "FAKE_EPOCH_SECONDS"
 KILL_FILTERS_ENV = "FAKE_KILL_FILTERS"
@@ -92,7 +93,7 @@ class ArithmeticTrainer:
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def fake_run(cfg: DictConfig) -> float:
-    return run_task(cfg, ArithmeticTrainer())
+    return run_app(cfg, ArithmeticTrainer())
 
 
 if __name__ == "__main__":

@@ -13,10 +13,10 @@ import pytest
 from omegaconf import OmegaConf
 
 from conftest import REPORT
-from cnnsweep.comparison import student_t_two_sided_p, welch_t_test
+from cnnsweep.review.comparison import student_t_two_sided_p, welch_t_test
 from cnnsweep.errors import DataError
-from cnnsweep.leaderboard import LEAD_COLUMNS, MAIN_METRICS, aggregate_seeds, build_leaderboard, format_table
-from cnnsweep.records import RunRecord
+from cnnsweep.review.leaderboard import LEAD_COLUMNS, MAIN_METRICS, aggregate_seeds, build_leaderboard, format_table
+from cnnsweep.run.records import RunRecord
 
 
 def t_tail_by_integration(t: float, df: float) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cnnsweep.config import Device, Distribution, Pooling, Precision, load_run_config
+from cnnsweep.run.config import Device, Distribution, Pooling, Precision, load_run_config
 from cnnsweep.errors import ConfigError
 from conftest import CONF_DIR
 
@@ -100,7 +100,7 @@ def test_run_settings_have_one_home() -> None:
     """conf/ holds every value; the dataclasses only type it, so the two can never disagree."""
     import dataclasses
 
-    from cnnsweep import config
+    from cnnsweep.run import config
 
     for schema in (config.RunConfig, config.DatasetConfig, config.ModelConfig, config.OptimizerConfig,
                    config.HardwareConfig, config.TrainingConfig, config.ObjectiveConfig):

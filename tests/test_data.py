@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnnsweep.data import DATA_DIR_ENV, load_dataset
+from cnnsweep.run.data import DATA_DIR_ENV, load_dataset
 from cnnsweep.errors import DataError
 from conftest import dataset_config, write_npz
 

@@ -13,7 +13,7 @@ import pytest
 
 from conftest import error_lines
 from cnnsweep.errors import DiskFull
-from cnnsweep.records import save_model
+from cnnsweep.run.records import save_model
 
 
 @pytest.fixture

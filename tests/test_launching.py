@@ -1,4 +1,4 @@
-"""The search/launcher contract (cnnsweep.launching) and the Hydra internals behind it, without
+"""The search/launcher contract (cnnsweep.launch.contract) and the Hydra internals behind it, without
 TensorFlow: which launchers implement it, how any other Hydra launcher is adapted (batches of waiting
 trials, folders named by trial number, failure as a value), and the hydra-core version bound."""
 
@@ -24,9 +24,9 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 from packaging.specifiers import SpecifierSet
 
-from cnnsweep import hydra_internals
+from cnnsweep.launch import hydra_internals
 from cnnsweep.errors import ConfigError
-from cnnsweep.launching import HydraLauncherAdapter, JobOutcome, TrialJob, TrialLauncher, trial_launcher
+from cnnsweep.launch.contract import HydraLauncherAdapter, JobOutcome, TrialJob, TrialLauncher, trial_launcher
 from conftest import CONF_DIR, FAKE_RUN, ROOT
 from hydra_plugins.cnnsweep_plugins.process_launcher import ProcessLauncher
 from hydra_plugins.cnnsweep_plugins.slurm import SlurmRehearsalLauncher, SlurmTrialLauncher

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPORT, RUN_SCRIPT, TINY_RUN, error_lines
-from cnnsweep.leaderboard import sort_by_objective
+from cnnsweep.review.leaderboard import sort_by_objective
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from dataclasses import replace
 
 import pytest
 
-from cnnsweep.config import ModelConfig, Padding, Pooling, compose_run_config
+from cnnsweep.run.config import ModelConfig, Padding, Pooling, compose_run_config
 from cnnsweep.errors import ConfigError
-from cnnsweep.model import build_model, check_fits_image, conv_widths
+from cnnsweep.run.model import build_model, check_fits_image, conv_widths
 
 TUTORIAL = compose_run_config().model
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from cnnsweep.devices import SLOT_ENV, THREADS_ENV, plan_slots, visible_gpus
+from cnnsweep.launch.devices import SLOT_ENV, THREADS_ENV, plan_slots, visible_gpus
 from cnnsweep.errors import ConfigError
 from conftest import FAKE_RUN, TINY_RUN
 from test_search import fake_search_args

@@ -21,9 +21,9 @@ from optuna.trial import TrialState
 from conftest import CONF_DIR, FAKE_RUN, ROOT, command_env
 from test_search import fake_search_args
 
-from cnnsweep.search import study_spec
-from cnnsweep.search_space import search_space
-from cnnsweep.study import make_sampler
+from cnnsweep.search.preflight import study_spec
+from cnnsweep.search.space import search_space
+from cnnsweep.search.study import make_sampler
 
 
 @pytest.fixture

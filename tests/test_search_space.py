@@ -10,7 +10,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from cnnsweep.errors import ConfigError
-from cnnsweep.search_space import as_override, contains, describe, search_space
+from cnnsweep.search.space import as_override, contains, describe, search_space
 
 # hydra-optuna-sweeper 1.3's tests (test_create_optuna_distribution_from_override), with its deprecated
 # classes as their current equivalents: Uniform -> Float, IntUniform -> Int, DiscreteUniform -> Float(step).

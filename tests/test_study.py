@@ -19,10 +19,10 @@ from optuna.trial import TrialState
 
 from cnnsweep.credentials import redact, redact_override, url_password, with_password
 from cnnsweep.errors import ConfigError
-from cnnsweep.plugin_config import SAMPLER_CONFIGS, OptunaSearchConf
-from cnnsweep.records import RunRecord
-from cnnsweep.search import study_spec
-from cnnsweep.study import (
+from cnnsweep.search.settings import SAMPLER_CONFIGS, OptunaSearchConf
+from cnnsweep.run.records import RunRecord
+from cnnsweep.search.preflight import study_spec
+from cnnsweep.search.study import (
     REQUEUED_ATTR, RUN_DIR_ATTR, WORKER_ATTR, StudySpec, count_trials, make_sampler, returned_outcome, settle_orphans,
     trial_outcome,
 )

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cnnsweep import hardware
-from cnnsweep.config import OptimizerConfig, RunConfig, compose_run_config
-from cnnsweep.data import load_dataset
+from cnnsweep.run import hardware
+from cnnsweep.run.config import OptimizerConfig, RunConfig, compose_run_config
+from cnnsweep.run.data import load_dataset
 from cnnsweep.errors import ConfigError, TrainingError
 from conftest import dataset_config, write_npz
 
@@ -22,7 +22,7 @@ def small_run(*overrides: str) -> RunConfig:
 
 
 def train_once(run: RunConfig, data_file: Path, run_dir: Path) -> list[dict]:
-    from cnnsweep.training import train
+    from cnnsweep.run.training import train
 
     run_dir.mkdir()
     hardware.configure(run.hardware, run.seed)
@@ -56,7 +56,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_history(tmp_path: Path) -> None:
 
 
 def test_unknown_optimizer_argument_is_a_config_error() -> None:
-    from cnnsweep.training import build_optimizer
+    from cnnsweep.run.training import build_optimizer
 
     with pytest.raises(ConfigError, match="optimizer=adam: .*momentum"):
         build_optimizer(OptimizerConfig(name="adam", lr=0.001, options={"momentum": 0.9}))
@@ -65,7 +65,7 @@ def test_unknown_optimizer_argument_is_a_config_error() -> None:
 def test_every_epoch_is_a_new_permutation_and_reruns_repeat_it() -> None:
     import numpy as np
 
-    from cnnsweep.training import training_batches
+    from cnnsweep.run.training import training_batches
 
     def epochs_of(seed: int) -> list[list[int]]:
         batches = [list(x.numpy()) for x, _ in training_batches(np.arange(10), np.arange(10), 4, 3, seed, True)]
@@ -78,7 +78,7 @@ def test_every_epoch_is_a_new_permutation_and_reruns_repeat_it() -> None:
 
 
 def test_cosine_schedule_warms_up_to_the_learning_rate_then_decays_to_zero() -> None:
-    from cnnsweep.training import learning_rate
+    from cnnsweep.run.training import learning_rate
 
     training = compose_run_config("training.epochs=4", "training.lr_schedule=cosine", "training.warmup_epochs=1").training
     schedule = learning_rate(0.002, training, steps_per_epoch=100)
@@ -95,10 +95,10 @@ from pathlib import Path
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from cnnsweep import hardware
-from cnnsweep.config import compose_run_config
-from cnnsweep.data import load_dataset
-from cnnsweep.training import train
+from cnnsweep.run import hardware
+from cnnsweep.run.config import compose_run_config
+from cnnsweep.run.data import load_dataset
+from cnnsweep.run.training import train
 run = compose_run_config("model.filters=4", "model.dense_units=8", "training.epochs=2", "training.batch_size=16",
                          "dataset=npz", f"dataset.path={sys.argv[1]}", "dataset.val_size=32")
 hardware.configure(run.hardware, run.seed)

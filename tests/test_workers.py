@@ -1,4 +1,4 @@
-"""Warm workers (cnnsweep.job_process.Worker): each slot's process runs job after job. Real multiruns read
+"""Warm workers (cnnsweep.launch.job_process.Worker): each slot's process runs job after job. Real multiruns read
 back <sweep>/schedule.jsonl (which worker process ran each job, and its how-many-th job it was) and
 the run folders: the same config gives the same history warm or fresh; a worker that dies, runs past the
 time limit, has run its quota or grown too large is replaced, and the job it failed says why."""

@@ -1,16 +1,21 @@
-"""Hydra callbacks: when a multirun ends, its leaderboard.csv is written and its top rows printed, and
-the multirun exits non-zero when a job of its sweep folder failed."""
+"""Where launching and reviewing meet: when a multirun ends, its leaderboard.csv is written and its top
+rows printed, and the multirun exits non-zero when a job of its sweep folder failed (a Hydra callback);
+a multirun that ends early (interrupted, or a job that can never start) writes its leaderboard too (the
+plugin fronts wrap their sweeps in `leaderboard_on_early_end`)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from cnnsweep.errors import CnnsweepError, RunFailed
+from cnnsweep.launch.contract import JobCannotStart
+from cnnsweep.launch.interrupts import SweepInterrupted
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -44,7 +49,7 @@ def write_sweep_leaderboard(sweep_dir: Path, top: int = 10) -> Optional["pd.Data
     """<sweep folder>/leaderboard.csv, and its top rows in the log (also when a sweep is interrupted);
     returns the leaderboard, or None when there are no runs."""
     # pandas loads here, not at start-up: Hydra builds callbacks in every run and every job process.
-    from cnnsweep.leaderboard import LEADERBOARD_FILE, build_leaderboard, format_table, write_leaderboard
+    from cnnsweep.review.leaderboard import LEADERBOARD_FILE, build_leaderboard, format_table, write_leaderboard
 
     frame = build_leaderboard([sweep_dir])
     if frame.empty:
@@ -54,3 +59,14 @@ def write_sweep_leaderboard(sweep_dir: Path, top: int = 10) -> Optional["pd.Data
     write_leaderboard(frame, path)
     log.info("leaderboard of %d runs: %s\n%s", len(frame), path, format_table(frame, top))
     return frame
+
+
+@contextlib.contextmanager
+def leaderboard_on_early_end(sweep_dir: Path) -> Iterator[None]:
+    """Write the sweep's leaderboard when the sweep inside ends early: interrupted (Ctrl-C, SIGTERM) or
+    stopped by a job that can never start. Hydra calls no callback then, and what finished must show."""
+    try:
+        yield
+    except (SweepInterrupted, JobCannotStart):
+        write_sweep_leaderboard(sweep_dir)
+        raise

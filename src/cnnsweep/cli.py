@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Optional[list[str]] = None) -> None:
     args = parser().parse_args(argv)
     if args.command == "report":
-        from cnnsweep.report import write_report
+        from cnnsweep.review.report import write_report
 
         run_with_one_line_errors(lambda: write_report(args.paths, args.output, args.top, args.aggregate_seeds,
                                                       not args.no_plots, args.baseline))

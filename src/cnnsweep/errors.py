@@ -69,7 +69,7 @@ def run_with_one_line_errors(entry: Callable[[], T]) -> T:
     os.environ["HYDRA_FULL_ERROR"] = "1"
     try:
         return entry()
-    except KeyboardInterrupt:  # Ctrl-C of a single run (a multirun stops in order: cnnsweep.interrupts)
+    except KeyboardInterrupt:  # Ctrl-C of a single run (a multirun stops in order: cnnsweep.launch.interrupts)
         print("error: interrupted by Ctrl-C; the run's metrics.json says `interrupted`; run the same command "
               "again to train it", file=sys.stderr)
         sys.exit(130)
@@ -98,6 +98,13 @@ def _own_cause(error: Exception) -> Exception:
     """cnnsweep's own error when Hydra wrapped it (a plugin that refused its settings at instantiation)."""
     cause = error.__cause__
     return cause if isinstance(cause, CnnsweepError) else error
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-empty line of an exception's message (libraries raise multi-line reports), or its
+    type's name when the message is empty."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def exit_code(error: BaseException) -> int:

@@ -8,14 +8,14 @@ continues a killed or interrupted run in its own folder after its last finished 
 
 from __future__ import annotations
 
-import json
 import runpy
 import sys
 from pathlib import Path
 
 from cnnsweep.errors import ConfigError
 from cnnsweep.project import RUN_SCRIPT
-from cnnsweep.records import METRICS_FILE
+from cnnsweep.run.config import RESUME_OVERRIDE
+from cnnsweep.run.records import COMPLETED, RunRecord
 
 # Where reruns go; the microsecond timestamp matches conf/config.yaml's run folders.
 RERUN_DIR = "outputs/reruns/${now:%Y-%m-%d_%H-%M-%S-%f}"
@@ -40,18 +40,14 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
         "config",
         f"hydra.run.dir={run_dir.resolve() if resume else RERUN_DIR}",
         f"hydra.sweep.dir={RERUN_SWEEP_DIR}",
-        *(["training.resume=true"] if resume else []),
+        *([RESUME_OVERRIDE] if resume else []),
         *overrides,
     ]
 
 
 def _check_resumable(run_dir: Path) -> None:
     """Resuming trains in the run's own folder: a completed run would be overwritten, so it is refused."""
-    try:
-        status = json.loads((run_dir / METRICS_FILE).read_text()).get("status")
-    except (OSError, ValueError, AttributeError):
-        return
-    if status == "completed":
+    if RunRecord.read(run_dir).status == COMPLETED:
         raise ConfigError(f"{run_dir}: the run completed, there is nothing to resume; rerun it without --resume "
                           "(a new folder under outputs/reruns) to train it again")
 

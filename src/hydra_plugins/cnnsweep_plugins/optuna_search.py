@@ -1,5 +1,5 @@
 """`hydra/sweeper=cnnsweep_optuna`: the Optuna search used by sweeps/*.yaml. Its settings are
-cnnsweep.plugin_config.OptunaSearchConf; the search itself is cnnsweep.search, imported when a search
+cnnsweep.search.settings.OptunaSearchConf; the search itself is cnnsweep.search.loop, imported when a search
 starts (Hydra imports this module at every start-up, single runs included).
 
 Same `params` syntax as hydra-optuna-sweeper (choice, range, interval, tag(log, ...)), plus what that
@@ -16,10 +16,10 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from cnnsweep.plugin_config import OptunaSearchConf, register_sampler_configs
+from cnnsweep.search.settings import OptunaSearchConf, register_sampler_configs
 
 if TYPE_CHECKING:
-    from cnnsweep.search import Search
+    from cnnsweep.search.loop import Search
 
 ConfigStore.instance().store(group="hydra/sweeper", name="cnnsweep_optuna", node=OptunaSearchConf,
                              provider="cnnsweep")
@@ -34,13 +34,16 @@ class OptunaSearchSweeper(Sweeper):
         self.search: Optional["Search"] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from cnnsweep import hydra_internals
-        from cnnsweep.launching import trial_launcher
-        from cnnsweep.search import Search
+        from cnnsweep.launch import hydra_internals
+        from cnnsweep.launch.contract import trial_launcher
+        from cnnsweep.search.loop import Search
 
         launcher = hydra_internals.instantiate_launcher(hydra_context, task_function, config)
         self.search = Search(self.settings, trial_launcher(launcher, hydra_context, config), config, hydra_context)
 
     def sweep(self, arguments: List[str]) -> None:
+        from cnnsweep.callbacks import leaderboard_on_early_end
+
         assert self.search is not None, "setup() comes first"
-        self.search.run(arguments)
+        with leaderboard_on_early_end(self.search.sweep_dir):
+            self.search.run(arguments)

@@ -4,8 +4,8 @@ cnnsweep's `hydra/sweeper/sampler` configs once more, after every plugin module 
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-from cnnsweep.plugin_config import register_sampler_configs
 from cnnsweep.project import PROJECT_ROOT, SWEEPS_DIR
+from cnnsweep.search.settings import register_sampler_configs
 
 
 class CnnsweepSearchPathPlugin(SearchPathPlugin):

@@ -1,7 +1,7 @@
 """`launcher=slurm` and `launcher=slurm_local`: hydra-submitit-launcher's launchers under the trial
-contract of cnnsweep.launching: grids and searches alike submit one job per slot as slots free up, a job
+contract of cnnsweep.launch.contract: grids and searches alike submit one job per slot as slots free up, a job
 that Slurm cancels, kills or times out is one failed job, and a requeued job continues from its last
-finished epoch. The implementation is cnnsweep.slurm.
+finished epoch. The implementation is cnnsweep.launch.slurm.
 
 SlurmRehearsalLauncher runs a launcher=slurm sweep on this machine through submitit's local executor:
 the same launcher code path (pickled jobs, .submitit folders) without a queue. That executor refuses
@@ -20,7 +20,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLaunche
 from omegaconf import OmegaConf
 
 if TYPE_CHECKING:
-    from cnnsweep.launching import JobOutcome, TrialJob
+    from cnnsweep.launch.contract import JobOutcome, TrialJob
 
 SHARED_SETTINGS = set(OmegaConf.structured(BaseQueueConf).keys()) | {"max_num_timeout"}
 
@@ -36,7 +36,7 @@ class _TrialContract:
         return int(self.params.get("array_parallelism") or 1)
 
     def run_trial(self, job: "TrialJob") -> "JobOutcome":
-        from cnnsweep.slurm import Submissions, run_submitit_trial
+        from cnnsweep.launch.slurm import Submissions, run_submitit_trial
 
         if not hasattr(self, "_submissions"):
             self._submissions = Submissions(self.slots)
@@ -47,15 +47,17 @@ class _TrialContract:
         return {key: value for key, value in self.__dict__.items() if key != "_submissions"}
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from cnnsweep.launching import run_batch
+        from cnnsweep.callbacks import leaderboard_on_early_end
+        from cnnsweep.launch.contract import run_batch
 
-        return run_batch(self, job_overrides, initial_job_idx,  # type: ignore[arg-type]
-                         Path(str(self.config.hydra.sweep.dir)))
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        with leaderboard_on_early_end(sweep_dir):
+            return run_batch(self, job_overrides, initial_job_idx, sweep_dir)  # type: ignore[arg-type]
 
     def __call__(self, sweep_overrides: list[str], *args: Any) -> JobReturn:
         """The job itself, on its node. A job Slurm has started again (requeued by an administrator or
         after a node failure, without submitit's signal) continues from its checkpoint too."""
-        from cnnsweep.launching import with_resume
+        from cnnsweep.launch.contract import with_resume
 
         if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
             sweep_overrides = with_resume(sweep_overrides, self.config)
@@ -65,7 +67,7 @@ class _TrialContract:
         """Called by submitit in a job that is about to be requeued (time limit, preemption)."""
         import submitit
 
-        from cnnsweep.launching import with_resume
+        from cnnsweep.launch.contract import with_resume
 
         return submitit.helpers.DelayedSubmission(self, with_resume(sweep_overrides, self.config), *args)
 

@@ -1,0 +1,112 @@
+"""Which GPU and how many CPU threads each job of a parallel multirun gets.
+
+The launcher runs every job in a fresh process; a job's "slot" is the environment that process starts
+with: `CUDA_VISIBLE_DEVICES` naming exactly one GPU (so TensorFlow in that job sees only it) and
+CNNSWEEP_CPU_THREADS, the job's share of the cores. A slot runs one job at a time, so two running jobs
+never share a GPU, and a slot that frees up takes the next job at once.
+
+GPU ids are plain strings and never checked against hardware here, so the scheduling can be proven on a
+machine without GPUs by giving fake ids (`launcher.gpus=[0,1,2,3]`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+from cnnsweep.errors import ConfigError
+from cnnsweep.run.hardware import SLOT_ENV, THREADS_ENV
+
+# Jobs at once without GPUs when launcher.jobs is null: two single-thread jobs beat one two-thread job
+# on this model (benchmarks/parallel_jobs.py); more rarely pays, since each job holds its own copy of the data.
+DEFAULT_CPU_JOBS = 2
+
+
+@dataclass(frozen=True)
+class Slot:
+    index: int
+    gpu: Optional[str]  # the one GPU id its jobs see; "" hides every GPU; None leaves the GPUs alone
+    threads: Optional[int]  # CPU threads per job; None leaves TensorFlow's default (all cores)
+
+    def environment(self) -> dict[str, str]:
+        env = {SLOT_ENV: str(self.index)}
+        if self.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = self.gpu
+        if self.threads is not None:
+            env[THREADS_ENV] = str(self.threads)
+            env["OMP_NUM_THREADS"] = str(self.threads)
+        return env
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity, which Slurm and taskset narrow), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids a job's TensorFlow would see, found without starting TensorFlow (which takes seconds
+    and may grab GPU memory in the sweep process): CUDA_VISIBLE_DEVICES when it is set, else nvidia-smi."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [gpu.strip() for gpu in visible.split(",") if gpu.strip() and gpu.strip() != "-1"]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listing.splitlines() if line.strip()]
+
+
+def gpu_ids(gpus: Any) -> Optional[list[str]]:
+    """`launcher.gpus` as a list of ids: "auto" every visible GPU, N the first N of them, a list as given,
+    0 none; None means no GPU assignment at all (each job sees what the sweep sees)."""
+    if gpus is None:
+        return None
+    if isinstance(gpus, str) and gpus == "auto":
+        return visible_gpus()
+    if isinstance(gpus, bool) or not isinstance(gpus, (int, Sequence)) or isinstance(gpus, str):
+        raise ConfigError(f"launcher.gpus={gpus}: must be auto, a number of GPUs, or a list of GPU ids "
+                          "such as [0,1]")
+    if isinstance(gpus, int):
+        visible = visible_gpus()
+        if gpus < 0 or gpus > len(visible):
+            raise ConfigError(f"launcher.gpus={gpus}: {len(visible)} GPU(s) visible ({','.join(visible) or 'none'}); "
+                              "use launcher.gpus=auto, a smaller number, or a list of ids")
+        return visible[:gpus]
+    ids = [str(gpu) for gpu in gpus]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"launcher.gpus={gpus}: a GPU is listed twice; two jobs would share it")
+    return ids
+
+
+def plan_slots(jobs: Optional[int], gpus: Any, cores: Optional[int] = None) -> list[Slot]:
+    """One slot per concurrent job: with GPUs, one GPU each (jobs defaults to the GPU count); on CPU,
+    `jobs` slots (default: DEFAULT_CPU_JOBS, at most one per core). Threads are split evenly when more
+    than one job runs at once."""
+    ids = gpu_ids(gpus)
+    cores = cores or usable_cores()
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ConfigError(f"launcher.jobs={jobs}: must be a positive number of jobs at once, or null")
+    if ids:
+        count = len(ids) if jobs is None else jobs
+        if count > len(ids):
+            raise ConfigError(
+                f"launcher.jobs={jobs}: more than the {len(ids)} GPU(s) {','.join(ids)}, and each job needs its own; "
+                "lower launcher.jobs, or set launcher.gpus=0 to run the jobs on the CPU"
+            )
+        gpu_for = ids
+    else:
+        count = jobs or min(DEFAULT_CPU_JOBS, cores)
+        # gpus=0 or an empty list hides any GPU from the jobs; "auto" with none found changes nothing
+        hide = ids is not None and gpus != "auto"
+        gpu_for = ["" if hide else None] * count  # type: ignore[list-item]
+    threads = max(1, cores // count) if count > 1 else None
+    return [Slot(index, gpu_for[index], threads) for index in range(count)]

@@ -1,0 +1,278 @@
+"""Typed view of the composed Hydra config, checked before any data is read or TensorFlow starts.
+
+Hydra already rejects unknown keys and group options; this module adds types and ranges, so a bad
+override fails in about a second with a message naming the key, instead of deep inside Keras.
+The dataclasses are the schema only: every value, default included, lives in conf/ (one home).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from cnnsweep.errors import ConfigError, first_line
+
+# The override that continues a run in its own folder after its last checkpointed epoch: added by
+# `cnnsweep rerun --resume`, by a continued sweep to its interrupted jobs, and to requeued Slurm jobs.
+RESUME_OVERRIDE = "training.resume=true"
+
+
+class Pooling(str, Enum):
+    max = "max"
+    avg = "avg"
+
+
+class Padding(str, Enum):
+    valid = "valid"
+    same = "same"
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    gpu = "gpu"
+
+
+class Precision(str, Enum):
+    float32 = "float32"
+    mixed_float16 = "mixed_float16"
+    mixed_bfloat16 = "mixed_bfloat16"
+
+
+class Distribution(str, Enum):
+    none = "none"  # one device: the first GPU, else the CPU
+    mirrored = "mirrored"  # data-parallel over every GPU the process sees (hardware=multi_gpu)
+
+
+class LrSchedule(str, Enum):
+    constant = "constant"
+    cosine = "cosine"  # linear warm-up over training.warmup_epochs, then cosine decay to 0 by the last step
+
+
+class Progress(str, Enum):
+    auto = "auto"  # a progress bar for a single run, one line per epoch inside a multirun
+    bar = "bar"
+    epoch = "epoch"
+    none = "none"
+
+
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+# Metrics a run reports and may be optimised on, with the direction that makes them better.
+METRIC_DIRECTIONS = {
+    "val_accuracy": "maximize",
+    "val_loss": "minimize",
+    "test_accuracy": "maximize",
+    "test_loss": "minimize",
+    "params": "minimize",
+    "train_seconds": "minimize",
+    "seconds_per_epoch": "minimize",
+}
+
+
+@dataclass
+class DatasetConfig:
+    name: str
+    path: Optional[str]
+    num_classes: Optional[int]
+    val_size: int
+    max_train: Optional[int]
+    max_test: Optional[int]
+
+
+@dataclass
+class ModelConfig:
+    filters: int
+    kernel_size: int
+    dense_units: int
+    conv_blocks: int
+    pool_size: int
+    pooling: Pooling
+    padding: Padding
+    activation: str
+    dropout: float
+    batch_norm: bool
+
+
+@dataclass
+class OptimizerConfig:
+    name: str
+    lr: float
+    # Every other key of the optimizer group, passed to the Keras optimizer as keyword arguments.
+    options: dict[str, Any]
+
+
+@dataclass
+class HardwareConfig:
+    device: Device
+    intra_op_threads: Optional[int]
+    inter_op_threads: Optional[int]
+    precision: Precision
+    jit_compile: bool
+    deterministic: bool
+    memory_growth: bool
+    distribution: Distribution
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int
+    batch_size: int
+    shuffle: bool
+    tensorboard: bool
+    progress: Progress
+    lr_schedule: LrSchedule
+    warmup_epochs: float
+    resume: bool  # continue from the run folder's checkpoint.keras (`cnnsweep rerun RUN_DIR --resume`)
+
+
+@dataclass
+class ObjectiveConfig:
+    metric: Optional[str]
+    direction: Optional[str]
+
+
+@dataclass
+class RunConfig:
+    dataset: DatasetConfig
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    hardware: HardwareConfig
+    training: TrainingConfig
+    objective: ObjectiveConfig
+    seed: int
+
+    @property
+    def objective_metric(self) -> str:
+        return objective_metric(self.objective.metric, self.dataset.val_size)
+
+    @property
+    def objective_direction(self) -> str:
+        return self.objective.direction or METRIC_DIRECTIONS[self.objective_metric]
+
+
+def objective_metric(metric: Optional[str], val_size: int) -> str:
+    """The configured metric, or val_accuracy with a hold-out and test_accuracy without."""
+    if metric is not None:
+        return metric
+    return "val_accuracy" if val_size > 0 else "test_accuracy"
+
+
+def check_metric(metric: str, val_size: int, key: str) -> None:
+    """A metric a run reports, and with a hold-out when it is a validation metric; `key` names the setting."""
+    _require(metric in METRIC_DIRECTIONS,
+             f"{key}={metric}: not a metric this run reports; choose one of {', '.join(METRIC_DIRECTIONS)}")
+    _require(not (metric.startswith("val_") and val_size == 0),
+             f"{key}={metric} needs a validation hold-out; set dataset.val_size=N"
+             + (" or objective.metric=test_accuracy" if key == "objective.metric" else ""))
+
+
+def load_run_config(cfg: DictConfig) -> RunConfig:
+    """Type-check and range-check a composed config; raise ConfigError naming the first bad key."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ConfigError(f"{missing[0]} has no value; set it on the command line, e.g. {missing[0]}=...")
+    container = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(container, dict)
+    container["optimizer"] = asdict(_optimizer_config(container.get("optimizer") or {}))
+    container.pop("launcher", None)  # how the sweep runs jobs (conf/launcher), not part of a run
+    schema = OmegaConf.structured(RunConfig)
+    try:
+        typed = OmegaConf.merge(schema, container)
+    except OmegaConfBaseException as error:
+        raise ConfigError(_omegaconf_message(error)) from error
+    unset = sorted(OmegaConf.missing_keys(typed))
+    if unset:
+        raise ConfigError(f"{unset[0]} is not set by conf/ or the command line; add it to its conf/ group "
+                          f"file, or pass +{unset[0]}=...")
+    run_config = OmegaConf.to_object(typed)
+    assert isinstance(run_config, RunConfig)
+    _check_ranges(run_config)
+    return run_config
+
+
+def compose_run_config(*overrides: str) -> RunConfig:
+    """conf/ composed with Hydra overrides and checked, as `src/run.py OVERRIDES` would train it
+    (for notebooks and tests; runs and sweeps get theirs from Hydra)."""
+    from hydra import compose, initialize_config_dir
+
+    from cnnsweep.project import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return load_run_config(compose(config_name="config", overrides=list(overrides)))
+
+
+def _omegaconf_message(error: OmegaConfBaseException) -> str:
+    key = getattr(error, "full_key", None)
+    return f"{key}: {first_line(error)}" if key else first_line(error)
+
+
+def _optimizer_config(values: dict[str, Any]) -> OptimizerConfig:
+    options = dict(values)
+    name = options.pop("name", None)
+    if name not in OPTIMIZERS:
+        raise ConfigError(
+            f"optimizer.name={name}: unknown optimizer; choose optimizer={'|'.join(OPTIMIZERS)}"
+        )
+    lr = options.pop("lr", None)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)):
+        raise ConfigError(f"optimizer.lr={lr}: must be a number such as 0.001")
+    return OptimizerConfig(name=name, lr=float(lr), options=options)
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _positive(value: Optional[int], key: str, hint: str, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    allowed = "a positive integer or null" if optional else "a positive integer"
+    _require(value is not None and value >= 1, f"{key}={value}: must be {allowed} ({hint})")
+
+
+def _check_ranges(run: RunConfig) -> None:
+    model, data, training, hardware = run.model, run.dataset, run.training, run.hardware
+    _positive(model.filters, "model.filters", "the first conv layer's width; the tutorial uses 32")
+    _positive(model.kernel_size, "model.kernel_size", "the tutorial uses 3")
+    _positive(model.dense_units, "model.dense_units", "the tutorial uses 64")
+    _positive(model.conv_blocks, "model.conv_blocks", "the tutorial uses 3")
+    _positive(model.pool_size, "model.pool_size", "the tutorial uses 2")
+    _require(
+        0.0 <= model.dropout < 1.0,
+        f"model.dropout={model.dropout}: must be in [0, 1); 0 turns dropout off",
+    )
+    _require(
+        math.isfinite(run.optimizer.lr) and run.optimizer.lr > 0,
+        f"optimizer.lr={run.optimizer.lr}: must be a positive number such as 0.001",
+    )
+    _positive(training.epochs, "training.epochs", "the tutorial trains 5 epochs")
+    _positive(training.batch_size, "training.batch_size", "the tutorial uses 32")
+    _require(
+        0 <= training.warmup_epochs < training.epochs,
+        f"training.warmup_epochs={training.warmup_epochs}: must be at least 0 and below training.epochs "
+        f"({training.epochs})",
+    )
+    _require(
+        data.val_size >= 0,
+        f"dataset.val_size={data.val_size}: must be 0 (no hold-out) or a positive number of images",
+    )
+    _positive(data.max_train, "dataset.max_train", "null uses every training image", optional=True)
+    _positive(data.max_test, "dataset.max_test", "null uses every test image", optional=True)
+    _require(
+        data.num_classes is None or data.num_classes >= 2,
+        f"dataset.num_classes={data.num_classes}: must be at least 2, or null to infer it",
+    )
+    _positive(hardware.intra_op_threads, "hardware.intra_op_threads", "null: TensorFlow's choice", True)
+    _positive(hardware.inter_op_threads, "hardware.inter_op_threads", "null: TensorFlow's choice", True)
+    _require(run.seed >= 0, f"seed={run.seed}: must be a non-negative integer")
+    check_metric(run.objective_metric, data.val_size, "objective.metric")
+    _require(
+        run.objective.direction in (None, "maximize", "minimize"),
+        f"objective.direction={run.objective.direction}: must be maximize, minimize or null",
+    )

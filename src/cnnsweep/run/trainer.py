@@ -1,0 +1,43 @@
+"""What the task asks of whatever trains a model, and what it gets back: the types shared by the task
+(cnnsweep.run.task), the Keras trainer (cnnsweep.run.training) and the fast tests' arithmetic trainer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Protocol
+
+from cnnsweep.run.config import RunConfig
+from cnnsweep.run.data import Dataset
+
+EpochCallback = Callable[[dict[str, Any]], bool]  # gets each epoch's history row; True stops training
+
+
+@dataclass
+class TrainingResult:
+    metrics: dict[str, Any]  # the metrics.json fields this run measured
+    stopped_early: bool  # `on_epoch` asked to stop (an Optuna pruner judged the trial hopeless)
+
+
+class Trainer(Protocol):
+    def prepare(self, config: RunConfig) -> dict[str, Any]:
+        """Set up devices, threads and seeds before training; describe them for environment.json."""
+
+    def train(self, config: RunConfig, data: Dataset, run_dir: Path, show_progress_bar: bool,
+              on_epoch: EpochCallback) -> TrainingResult:
+        """Train and evaluate; keep run_dir's history.csv current and save the model there."""
+
+
+class EpochReporter(Protocol):
+    """Who else hears of each epoch: inside an Optuna search, the trial (cnnsweep.search.trial), whose
+    pruner may stop the run. The run knows only this shape, never the search."""
+
+    number: int  # the trial's number, recorded in metrics.json
+    baseline: bool  # the search's trial 0, the composed config itself
+    metric: str  # the metric it reports
+
+    def should_stop(self, row: dict[str, Any]) -> bool:
+        """Report this epoch's row; True when training should stop here."""
+
+
+ReporterFactory = Callable[[], Optional[EpochReporter]]  # called once the run's config and data are checked

@@ -1,0 +1,314 @@
+"""Compile, fit and evaluate a model, keeping history.csv current after every epoch.
+
+Imported only after `hardware.configure`, because importing Keras starts TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cnnsweep.errors import ConfigError, DiskFull, TrainingError, first_line
+from cnnsweep.run.config import LrSchedule, OptimizerConfig, RunConfig, TrainingConfig
+from cnnsweep.run.data import Dataset
+from cnnsweep.run.hardware import make_strategy
+from cnnsweep.run.model import build_model
+from cnnsweep.run.records import (
+    CHECKPOINT_EPOCH_FILE,
+    CHECKPOINT_FILE,
+    HISTORY_FILE,
+    MODEL_FILE,
+    disk_full_errno,
+    read_history,
+    save_model,
+    write_history,
+    write_json,
+)
+from cnnsweep.run.tensorboard_hparams import TENSORBOARD_DIR, write_hparams
+from cnnsweep.run.trainer import TrainingResult
+
+log = logging.getLogger(__name__)
+
+OPTIMIZER_CLASSES: dict[str, type[keras.optimizers.Optimizer]] = {
+    "adam": keras.optimizers.Adam,
+    "adamw": keras.optimizers.AdamW,
+    "rmsprop": keras.optimizers.RMSprop,
+    "sgd": keras.optimizers.SGD,
+}
+
+
+def learning_rate(lr: float, training: TrainingConfig, steps_per_epoch: int) -> Any:
+    """optimizer.lr, or a schedule peaking at it (training.lr_schedule)."""
+    if training.lr_schedule is LrSchedule.constant:
+        return lr
+    warmup = round(training.warmup_epochs * steps_per_epoch)
+    total = training.epochs * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=lr / 10 if warmup else lr, decay_steps=total - warmup,
+        warmup_target=lr if warmup else None, warmup_steps=warmup,
+    )
+
+
+def build_optimizer(config: OptimizerConfig, rate: Any = None) -> keras.optimizers.Optimizer:
+    try:
+        return OPTIMIZER_CLASSES[config.name](learning_rate=config.lr if rate is None else rate, **config.options)
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"optimizer={config.name}: {first_line(error)}") from error
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """Times each epoch, rewrites history.csv, and hands the row to `on_epoch`, which may stop training."""
+
+    def __init__(self, history_path: Path, on_epoch: Callable[[dict[str, Any]], bool],
+                 rows: Optional[list[dict[str, Any]]] = None) -> None:
+        super().__init__()
+        self.history_path = history_path
+        self.on_epoch = on_epoch
+        self.rows: list[dict[str, Any]] = list(rows or [])  # a resumed run's earlier epochs
+        self.stopped_early = False
+        self._epoch_started = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
+        self._epoch_started = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
+        seconds = time.perf_counter() - self._epoch_started
+        row = {"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()}}
+        row["seconds"] = seconds
+        self.rows.append(row)
+        write_history(self.history_path, self.rows)
+        if self.on_epoch(row) and epoch + 1 < self.params["epochs"]:
+            self.stopped_early = True
+            self.model.stop_training = True
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After every epoch (once history.csv has it): the model with its optimizer state, saved atomically,
+    then the epoch it holds, so a killed run can continue from there (training.resume)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__()
+        self.run_dir = run_dir
+        self.saving = True
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
+        if not self.saving:
+            return
+        try:
+            save_model(self.model, self.run_dir / CHECKPOINT_FILE)
+            write_json(self.run_dir / CHECKPOINT_EPOCH_FILE,
+                       {"epoch": epoch + 1, "random_state": random_state(self.model)})
+        except (DiskFull, OSError) as error:  # a checkpoint is a convenience: on a full disk, training goes on
+            if not isinstance(error, DiskFull) and disk_full_errno(error) is None:
+                raise
+            self.remove()  # never one epoch's model beside another epoch's record
+            self.saving = False
+            log.warning("checkpoint after epoch %d not saved (%s); training goes on without checkpoints",
+                        epoch + 1, error)
+
+    def remove(self) -> None:
+        for name in (CHECKPOINT_EPOCH_FILE, CHECKPOINT_FILE):
+            (self.run_dir / name).unlink(missing_ok=True)
+
+
+def restore_checkpoint(model: keras.Model, run_dir: Path) -> tuple[int, list[dict[str, Any]]]:
+    """Load the run folder's checkpoint into `model` (weights, optimizer state, random-generator state);
+    return the epochs it completed and their history rows. (0, []) without a checkpoint."""
+    try:
+        saved = json.loads((run_dir / CHECKPOINT_EPOCH_FILE).read_text())
+        epoch = int(saved["epoch"])
+        rows = [row for row in read_history(run_dir / HISTORY_FILE) if row["epoch"] <= epoch]
+    except (OSError, ValueError, KeyError):
+        return 0, []
+    if len(rows) != epoch or not (run_dir / CHECKPOINT_FILE).is_file():
+        return 0, []
+    model.optimizer.build(model.trainable_variables)  # else Keras skips the saved optimizer state
+    model.load_weights(run_dir / CHECKPOINT_FILE)
+    for variable in model.variables:  # load_weights leaves the dropout generators' counters at 0
+        if variable.path in saved.get("random_state", {}):
+            variable.assign(np.array(saved["random_state"][variable.path], dtype=variable.dtype))
+    return epoch, rows
+
+
+def random_state(model: keras.Model) -> dict[str, list[int]]:
+    """The state of each random generator of the model (Dropout's), which .keras files do not keep."""
+    return {variable.path: np.asarray(variable.numpy()).tolist() for variable in model.variables
+            if "seed_generator_state" in variable.path}
+
+
+class NanLossGuard(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or infinite, and remembers where."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch = 0
+        self.stopped_at: Optional[tuple[int, int]] = None  # (epoch, batch), both 1-based
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch: int, logs: Optional[dict[str, Any]] = None) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.stopped_at = (self.epoch, batch + 1)
+            self.model.stop_training = True
+
+
+def training_batches(
+    x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, seed: int, shuffle: bool, first_epoch: int = 0
+) -> tf.data.Dataset:
+    """Batches for every epoch in one dataset, reshuffled each epoch by a stateless (seed, epoch) shuffle.
+
+    Keras' own `shuffle=True` draws its permutation from a seeded op that restarts with every epoch's
+    iterator, so under a fixed seed every epoch sees the same order (and accuracy suffers). Here each
+    epoch's order depends on (seed, epoch) only: different every epoch, identical across reruns.
+    Batches are gathered from one in-memory copy, as Keras' array adapter does. A resumed run starts
+    at `first_epoch` (0-based) with exactly the batches an uninterrupted run had there.
+    """
+    count = len(x)
+    full = count // batch_size * batch_size
+
+    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = tf.range(count, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(
+                order, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+            )
+        batches = tf.data.Dataset.from_tensor_slices(tf.reshape(order[:full], [-1, batch_size]))
+        if full < count:
+            batches = batches.concatenate(tf.data.Dataset.from_tensors(order[full:]))
+        return batches
+
+    arrays = tf.data.Dataset.from_tensors((x, y)).repeat()
+    return (
+        tf.data.Dataset.zip(tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches), arrays)
+        .map(lambda indices, data: (tf.gather(data[0], indices), tf.gather(data[1], indices)),
+             num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def train(
+    config: RunConfig,
+    data: Dataset,
+    run_dir: Path,
+    show_progress_bar: bool,
+    on_epoch: Callable[[dict[str, Any]], bool],
+    strategy: Optional[tf.distribute.Strategy] = None,
+) -> TrainingResult:
+    """Compile (or resume), fit and finish; raise TrainingError (after history.csv is written) if the loss
+    went NaN.
+
+    `on_epoch` gets each epoch's history row and returns True to stop training there. The model is
+    built in `strategy`'s scope (default: from hardware.distribution), one batch per replica per step.
+    """
+    strategy = strategy or make_strategy(config.hardware)
+    batch_size = config.training.batch_size * strategy.num_replicas_in_sync
+    model = compiled_model(config, data, strategy, batch_size)
+    first_epoch, earlier = resume_point(model, run_dir, strategy) if config.training.resume else (0, [])
+    recorder = EpochRecorder(run_dir / HISTORY_FILE, on_epoch, earlier)
+    checkpoint = EpochCheckpoint(run_dir)
+    train_seconds = fit(model, config, data, run_dir, batch_size, first_epoch, [recorder, checkpoint],
+                        show_progress_bar)
+    metrics = {**evaluate(model, data, batch_size, recorder.rows, train_seconds),
+               "replicas": strategy.num_replicas_in_sync, "global_batch_size": batch_size,
+               "resumed_after_epoch": first_epoch or None}
+    finish(model, config, run_dir, metrics)
+    checkpoint.remove()  # model.keras holds the end state now
+    return TrainingResult(metrics=metrics, stopped_early=recorder.stopped_early)
+
+
+def compiled_model(config: RunConfig, data: Dataset, strategy: tf.distribute.Strategy, batch_size: int) -> keras.Model:
+    """The configured model, compiled in the strategy's scope with its optimizer and learning-rate schedule."""
+    steps_per_epoch = math.ceil(len(data.x_train) / batch_size)
+    with strategy.scope():
+        model = build_model(config.model, data.input_shape, data.num_classes)
+        model.compile(
+            optimizer=build_optimizer(config.optimizer,
+                                      learning_rate(config.optimizer.lr, config.training, steps_per_epoch)),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            jit_compile=config.hardware.jit_compile,
+        )
+    return model
+
+
+def resume_point(model: keras.Model, run_dir: Path, strategy: tf.distribute.Strategy) -> tuple[int, list[dict[str, Any]]]:
+    """training.resume: the run folder's checkpoint loaded into `model`; the epochs it holds and their rows."""
+    with strategy.scope():
+        first_epoch, earlier = restore_checkpoint(model, run_dir)
+    log.info("%s", f"resuming after epoch {first_epoch} from {run_dir / CHECKPOINT_FILE}" if first_epoch
+             else f"no checkpoint to resume from in {run_dir}; training from epoch 1")
+    return first_epoch, earlier
+
+
+def fit(model: keras.Model, config: RunConfig, data: Dataset, run_dir: Path, batch_size: int, first_epoch: int,
+        callbacks: list[keras.callbacks.Callback], show_progress_bar: bool) -> float:
+    """Train from `first_epoch` to training.epochs; returns the seconds it took. A NaN loss stops training
+    at its batch and raises TrainingError."""
+    training = config.training
+    nan_guard = NanLossGuard()
+    callbacks = [nan_guard, *callbacks]
+    if training.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / TENSORBOARD_DIR)))
+    batches = training_batches(data.x_train, data.y_train, batch_size, training.epochs, config.seed, training.shuffle,
+                               first_epoch)
+    started = time.perf_counter()
+    model.fit(
+        batches,
+        epochs=training.epochs,
+        initial_epoch=first_epoch,
+        steps_per_epoch=math.ceil(len(data.x_train) / batch_size),
+        shuffle=False,  # `batches` is already reshuffled every epoch
+        validation_data=(data.x_val, data.y_val) if data.x_val is not None else None,
+        validation_batch_size=batch_size,
+        callbacks=callbacks,
+        verbose=1 if show_progress_bar else 0,
+    )
+    if nan_guard.stopped_at is not None:
+        epoch, batch = nan_guard.stopped_at
+        raise TrainingError(
+            f"loss became NaN at epoch {epoch}, batch {batch}; lower optimizer.lr "
+            f"(now {config.optimizer.lr:g}) or check the data for extreme values"
+        )
+    return time.perf_counter() - started
+
+
+def evaluate(model: keras.Model, data: Dataset, batch_size: int, rows: list[dict[str, Any]],
+             train_seconds: float) -> dict[str, Any]:
+    """The test set's accuracy and loss, with the figures of the epochs trained."""
+    evaluation_started = time.perf_counter()
+    test = model.evaluate(data.x_test, data.y_test, batch_size=batch_size, verbose=0, return_dict=True)
+    eval_seconds = time.perf_counter() - evaluation_started
+    last = rows[-1]
+    return {
+        "test_accuracy": float(test["accuracy"]),
+        "test_loss": float(test["loss"]),
+        "val_accuracy": last.get("val_accuracy"),
+        "val_loss": last.get("val_loss"),
+        "params": int(model.count_params()),
+        "epochs_completed": len(rows),
+        "train_seconds": train_seconds,
+        "eval_seconds": eval_seconds,
+        "seconds_per_epoch": float(np.mean([row["seconds"] for row in rows])),
+    }
+
+
+def finish(model: keras.Model, config: RunConfig, run_dir: Path, metrics: dict[str, Any]) -> None:
+    """TensorBoard's HParams (when asked for) and model.keras. A full disk raises DiskFull carrying the
+    metrics, so the run's record keeps them."""
+    if config.training.tensorboard:
+        write_hparams(run_dir, config, metrics)
+    try:
+        save_model(model, run_dir / MODEL_FILE)
+    except DiskFull as error:
+        raise DiskFull(f"{error}; test_accuracy {metrics['test_accuracy']:.4f} and the other figures measured are "
+                       "kept in metrics.json", measured=metrics) from error.__cause__  # the OSError
