@@ -21,6 +21,11 @@ from omegaconf import DictConfig
 
 from cnnsweep.run.config import DatasetConfig, compose_run_config
 
+# The suite starts hundreds of Python processes: let them write the project's own bytecode (src/, tests/;
+# git-ignored) once, where the machine sets PYTHONDONTWRITEBYTECODE, instead of compiling it at every start.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 RUN_SCRIPT = ROOT / "src" / "run.py"
@@ -32,6 +37,22 @@ RERUN = [*CNNSWEEP, "rerun"]
 # A slice of MNIST small enough for a one-epoch run in a few seconds on two cores.
 TINY_RUN = ["dataset.max_train=512", "dataset.max_test=256", "training.epochs=2", "model.filters=8",
             "model.dense_units=16", "training.batch_size=64"]
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject.toml): one worker per usable core, plus one for each group of Slurm tests
+    (tests/test_slurm_cluster.py) when a cluster is up and they are selected: those wait on Slurm's
+    clock, not on the cores."""
+    cores = len(os.sched_getaffinity(0))
+    slurm_selected = "not slurm" not in (config.getoption("markexpr") or "")
+    return cores + (2 if slurm_selected and os.environ.get("CNNSWEEP_TEST_SLURM_PARTITION") else 0)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Longest first, so the parallel workers finish together: the Slurm tests (they wait on the cluster
+    for minutes), then the real-TensorFlow ones, then the rest in file order."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("slurm") else
+               1 if item.get_closest_marker("tensorflow") else 2)
 
 
 @pytest.fixture

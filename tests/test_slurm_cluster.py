@@ -24,7 +24,10 @@ from test_interrupts import continue_with, interrupt_when, status
 from test_search import fake_search_args
 
 PARTITION = os.environ.get("CNNSWEEP_TEST_SLURM_PARTITION")
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(
+# The suite runs in parallel (pytest-xdist); these tests run one after another in one worker ("slurm"),
+# beside the time-limit test in another ("slurm-clock"), so the one-node cluster never holds more jobs than
+# it runs at once and no test waits behind another's jobs.
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm"), pytest.mark.skipif(
     not PARTITION or shutil.which("sbatch") is None,
     reason="no Slurm cluster: start one as root with `.ci/slurm start` and set CNNSWEEP_TEST_SLURM_PARTITION to "
            "the partition it prints (.ci/run does both)")]
@@ -62,8 +65,11 @@ def when(ready, action, timeout: float = 120) -> threading.Thread:
     return thread
 
 
-def queued_jobs() -> list[str]:
-    return subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, check=True).stdout.split()
+def queued_jobs(folder: Path) -> list[str]:
+    """This test's jobs in Slurm's queue: those submitted from `folder` (other tests' jobs may be there)."""
+    lines = subprocess.run(["squeue", "-h", "-o", "%i|%Z|%o"], capture_output=True, text=True,
+                           check=True).stdout.splitlines()
+    return [line.split("|")[0] for line in lines if str(folder) in line]
 
 
 def epochs_in(run_dir: Path) -> int:
@@ -105,7 +111,7 @@ def test_a_grid_goes_on_past_a_cancelled_job_and_a_killed_one(tiny_data: Path, t
     board = pd.read_csv(sweep / "leaderboard.csv").set_index("model.filters")
     assert list(board.loc[[5, 6], "status"]) == ["failed", "failed"] and board.loc[4, "epochs_completed"] == 16
     assert len(pd.read_csv(sweep / "2" / "history.csv")) == 1  # what the killed job measured is kept
-    assert not set(queued_jobs()) & {cancelled[0], killed}
+    assert not set(queued_jobs(tmp_path)) & {cancelled[0], killed}
     requeued = json.loads((sweep / "3" / "metrics.json").read_text())
     assert requeued["resumed_after_epoch"] >= 2  # started again by Slurm, it continued from its checkpoint
     assert requeued["resumed_after_epoch"] < 16 and requeued["status"] == "completed"
@@ -130,6 +136,7 @@ def test_a_search_with_a_killed_job_leaves_no_trial_running(tiny_data: Path, tmp
     assert error_of(run_dir).startswith(f"Slurm job {slurm_job_id(run_dir)} (FAILED) ended without a result")
 
 
+@pytest.mark.xdist_group("slurm-clock")
 def test_a_job_at_its_time_limit_is_requeued_and_resumes(tiny_data: Path, tmp_path: Path) -> None:
     """Slurm signals the job (SIGUSR2, signal_delay_s before its 2-minute limit, so 60 to 90 s after it
     starts: Slurm looks at the clock every 30 s) while it trains its 35 epochs of 3 s; submitit requeues
@@ -194,7 +201,7 @@ def test_a_job_that_cannot_start_stops_the_sweep_in_one_line(tiny_data: Path, tm
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and names in last and setting.split("=")[0] in last
     assert "Traceback" not in result.stderr
-    assert not queued_jobs()  # nothing left waiting in the queue
+    assert not queued_jobs(tmp_path)  # nothing left waiting in the queue
     assert not any(status(folder) == "completed" for folder in sweep.glob("[0-9]*"))
 
 
@@ -209,7 +216,7 @@ def test_ctrl_c_stops_a_slurm_grid_and_it_continues(tiny_data: Path, tmp_path: P
     assert "Traceback" not in result.stderr
     assert "2 of 4 jobs finished; continue with: " in result.stderr.strip().splitlines()[-1]
     assert [status(sweep / str(job)) for job in range(4)] == ["completed", "interrupted", "completed", "interrupted"]
-    assert not queued_jobs()  # the running jobs stopped, nothing left in the queue
+    assert not queued_jobs(tmp_path)  # the running jobs stopped, nothing left in the queue
     trained = {job: json.loads((sweep / str(job) / "metrics.json").read_text())["epochs_completed"] for job in (1, 3)}
     assert any(trained.values())
 
