@@ -17,25 +17,34 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import FAKE_RUN, REPORT
+from conftest import FAKE_RUN, REPORT, command_env, write_npz
 from test_search import fake_search_args
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
-@pytest.fixture
-def reviewed(run_cli, tiny_data: Path, tmp_path: Path) -> Path:
+# The reviewed folder is made once for this module's tests, which run in one worker of the parallel suite.
+pytestmark = pytest.mark.xdist_group("report_page")
+
+
+@pytest.fixture(scope="module")
+def reviewed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 6-job grid and a 6-trial search, then `cnnsweep report` over both."""
-    grid = run_cli("-m", "model.filters=16,32,64", "seed=0,1", f"dataset.path={tiny_data}", "training.epochs=2",
-                   "dataset.val_size=32", f"hydra.sweep.dir={tmp_path / 'runs' / 'grid'}", command=FAKE_RUN)
-    assert grid.returncode == 0, grid.stderr
-    search = run_cli(*fake_search_args(tiny_data), "hydra.sweeper.n_trials=6", "training.epochs=2",
-                     f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}",
-                     f"hydra.sweep.dir={tmp_path / 'runs' / 'search'}", command=FAKE_RUN)
-    assert search.returncode == 0, search.stderr
-    report = run_cli(str(tmp_path / "runs"), "--aggregate-seeds", command=REPORT)
-    assert report.returncode == 0, report.stderr
-    return tmp_path / "runs"
+    folder = tmp_path_factory.mktemp("reviewed")
+    tiny_data = write_npz(folder / "tiny.npz", n_train=96, n_test=32)
+
+    def run(*args: str, command: list[str]) -> None:
+        result = subprocess.run([*command, *args], cwd=folder, env=command_env(), capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr
+
+    run("-m", "model.filters=16,32,64", "seed=0,1", f"dataset.path={tiny_data}", "training.epochs=2",
+        "dataset.val_size=32", f"hydra.sweep.dir={folder / 'runs' / 'grid'}", command=FAKE_RUN)
+    run(*fake_search_args(tiny_data), "hydra.sweeper.n_trials=6", "training.epochs=2",
+        f"hydra.sweeper.storage=sqlite:///{folder / 'optuna.db'}", f"hydra.sweep.dir={folder / 'runs' / 'search'}",
+        command=FAKE_RUN)
+    run(str(folder / "runs"), "--aggregate-seeds", command=REPORT)
+    return folder / "runs"
 
 
 def test_the_page_leads_with_what_won(reviewed: Path) -> None:

@@ -126,7 +126,10 @@ def test_a_dead_workers_trial_is_queued_again_by_a_survivor(make_storage, tiny_d
               f"hydra.sweeper.study_name={study_name}", f"hydra.sweeper.storage={url}", "hydra.sweeper.pruner=none",
               "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3"]
     env = command_env(FAKE_EPOCH_SECONDS="0.1")  # two seconds a trial
-    doomed = subprocess.Popen([*common, f"hydra.sweep.dir={tmp_path / 'doomed'}"], cwd=tmp_path, env=env,
+    # The doomed worker's trials take twenty seconds, so that on a loaded machine too it is still in its
+    # first trial when the survivor has started and the test kills it.
+    doomed = subprocess.Popen([*common, f"hydra.sweep.dir={tmp_path / 'doomed'}"], cwd=tmp_path,
+                              env=command_env(FAKE_EPOCH_SECONDS="1"),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
     while not list((tmp_path / "doomed").glob("*/history.csv")) and time.monotonic() < deadline:

@@ -236,7 +236,7 @@ def run_folder(run: str, roots: list[Path]) -> Path:
 def _sweep_of(run_dir: Path, roots: list[Path]) -> Optional[str]:
     """The multirun folder a job belongs to (Hydra writes multirun.yaml there), else None."""
     parent = run_dir.parent
-    return _relative(parent, roots) if (parent / "multirun.yaml").is_file() else None
+    return _relative(parent, roots) if (parent / SWEEP_CONFIG_FILE).is_file() else None
 
 
 def _relative(path: Path, roots: list[Path]) -> str:
