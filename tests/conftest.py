@@ -1,7 +1,7 @@
 """Shared fixtures: config composition, small synthetic .npz files, the real MNIST and command runs.
 
 Two tiers (markers in pyproject.toml): tests marked `tensorflow` train real Keras models (about a
-minute each on two cores); the rest, the fast tier (`uv run pytest -m "not tensorflow"`), drive the same
+minute each on two cores); the rest, the fast tier (`uv run pytest -m "not tensorflow and not slurm"`), drive the same
 commands, launchers and searches with tests/fake_run.py, which replaces only the training.
 """
 
