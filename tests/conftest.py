@@ -12,7 +12,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, NoReturn, Optional, Sequence
 
 import numpy as np
 import pytest
@@ -37,6 +37,39 @@ RERUN = [*CNNSWEEP, "rerun"]
 # A slice of MNIST small enough for a one-epoch run in a few seconds on two cores.
 TINY_RUN = ["dataset.max_train=512", "dataset.max_test=256", "training.epochs=2", "model.filters=8",
             "model.dense_units=16", "training.batch_size=64"]
+
+
+REQUIRE_ENV = "CNNSWEEP_REQUIRE"  # `all` (set by .ci/run): a test that lacks what it needs fails instead of skipping
+MARKERS = ("tensorflow", "slurm", "server")  # counted apart in the summary
+
+
+def missing(reason: str) -> NoReturn:
+    """This machine lacks what the test needs (the real MNIST, a server, the cluster, a browser, root):
+    skip with the reason, or under CNNSWEEP_REQUIRE=all, as in CI, fail with it, so a green CI means every
+    real test ran."""
+    if os.environ.get(REQUIRE_ENV) == "all":
+        pytest.fail(f"{reason} ({REQUIRE_ENV}=all: no test may skip)", pytrace=False)
+    pytest.skip(reason)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many tests of each marker ran, passed, failed or skipped: CI's proof that the real ones ran."""
+    counts: dict[str, dict[str, int]] = {}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if getattr(report, "when", "call") not in ("call", "setup") or \
+                    (outcome == "passed" and report.when != "call"):
+                continue
+            keywords = getattr(report, "keywords", {})
+            marker = next((name for name in MARKERS if name in keywords), "other")
+            counts.setdefault(marker, {}).setdefault(outcome, 0)
+            counts[marker][outcome] += 1
+    if counts:
+        terminalreporter.write_sep("-", "tests by marker")
+        for marker in (*MARKERS, "other"):
+            if marker in counts:
+                terminalreporter.write_line(f"{marker}: " + ", ".join(f"{number} {outcome}" for outcome, number
+                                                                     in counts[marker].items()))
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
@@ -76,7 +109,7 @@ def mnist_dir() -> Path:
     """The folder holding the real mnist.npz, from CNNSWEEP_DATA_DIR (set by .ci/run)."""
     data_dir = os.environ.get("CNNSWEEP_DATA_DIR")
     if not data_dir or not (Path(data_dir) / "mnist.npz").is_file():
-        pytest.skip("the real MNIST is needed: set CNNSWEEP_DATA_DIR to a folder holding mnist.npz")
+        missing("the real MNIST is needed: set CNNSWEEP_DATA_DIR to a folder holding mnist.npz")
     return Path(data_dir)
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import RERUN, TINY_RUN, error_lines, write_npz
+from conftest import RERUN, TINY_RUN, error_lines, missing, write_npz
 from test_data import _broken
 
 METRIC_FIELDS = {
@@ -165,7 +165,7 @@ def test_offline_without_data_says_how_to_supply_it(run_cli, tmp_path: Path) -> 
     result = run_cli("dataset=fashion_mnist", "dataset.max_train=64", "dataset.max_test=64", "training.epochs=1",
                      env={"CNNSWEEP_DATA_DIR": str(tmp_path), "KERAS_HOME": str(tmp_path / "keras")})
     if result.returncode == 0:
-        pytest.skip("this machine reached the download server, so the offline error cannot show")
+        missing("this machine reached the download server, so the offline error cannot show")
     [line] = error_lines(result.stderr)
     assert line.startswith("error: could not download fashion_mnist through Keras")
     assert f"save it as {tmp_path / 'fashion_mnist.npz'}" in line and result.returncode == 1
@@ -192,7 +192,7 @@ def test_tensorflow_start_up_lines_go_to_the_run_folder(run_cli, tiny_data: Path
     assert quiet.returncode == 0, quiet.stderr
     log = tmp_path / "quiet" / "tensorflow.log"
     if not log.exists():
-        pytest.skip("this TensorFlow build printed nothing while it started")
+        missing("this TensorFlow build printed nothing while it started")
     first_line = log.read_text().splitlines()[0]
     assert quiet.stderr.strip() == "", quiet.stderr  # nothing of TensorFlow's on the console
     shown = run_cli(*TINY_RUN, "training.epochs=1", f"dataset.path={tiny_data}", f"hydra.run.dir={tmp_path / 'shown'}",

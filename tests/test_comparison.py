@@ -90,8 +90,10 @@ def test_seed_noise_tells_a_gain_from_none(grid: Path) -> None:
     assert seeds.loc[64, "vs_baseline"] == pytest.approx(0.01)
     assert seeds.loc[16, "beyond_seed_noise"] == False and seeds.loc[16, "p_value"] > 0.5  # noqa: E712
     assert seeds.loc[32, "baseline"] == True and seeds.loc[32, "p_value"] == pytest.approx(1.0)  # noqa: E712
-    expected = welch_t_test(GAIN[64], GAIN[32]).p_value
-    assert seeds.loc[64, "p_value"] == pytest.approx(expected)
+    # By hand: means 0.990 and 0.980, each sample's variance 1e-6 over 3 seeds, so t = 0.01 / sqrt(2e-6 / 3)
+    # with 4 degrees of freedom; its two-sided p-value by numerical integration, not by the code under test.
+    expected = t_tail_by_integration(0.01 / math.sqrt(2e-6 / 3), 4.0)
+    assert seeds.loc[64, "p_value"] == pytest.approx(expected, rel=1e-4)
 
 
 def test_a_search_baseline_is_its_marked_trial_0(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from cnnsweep.run.data import DATA_DIR_ENV, load_dataset
 from cnnsweep.errors import DataError
-from conftest import dataset_config, write_npz
+from conftest import dataset_config, missing, write_npz
 
 
 def test_path_loads_scales_and_adds_a_channel(tmp_path: Path) -> None:
@@ -132,7 +132,7 @@ def test_offline_without_a_local_copy_says_how_to_supply_it(
     except DataError as error:
         message = str(error)
     else:
-        pytest.skip("this machine reached the MNIST download server, so the offline error cannot show")
+        missing("this machine reached the MNIST download server, so the offline error cannot show")
     assert message.startswith("could not download mnist through Keras")
     assert f"save it as {tmp_path / 'mnist.npz'}" in message and "dataset.path=FILE.npz" in message
 

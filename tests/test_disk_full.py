@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import error_lines
+from conftest import error_lines, missing
 from cnnsweep.errors import DiskFull
 from cnnsweep.run.records import save_model
 
@@ -23,7 +23,7 @@ def tiny_disk(tmp_path: Path):
     disk.mkdir()
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)], capture_output=True)
     if os.geteuid() != 0 or mounted.returncode != 0:
-        pytest.skip("a full disk needs a tmpfs, which only root can mount here")
+        missing("a full disk needs a tmpfs, which only root can mount here")
     yield disk
     subprocess.run(["umount", str(disk)], check=True)
 

@@ -61,7 +61,13 @@ def test_pooling_stack_too_deep_names_the_layer() -> None:
 
 
 def test_same_padding_allows_deeper_stacks() -> None:
-    check_fits_image(model_config(kernel_size=7, padding=Padding.same), (28, 28, 1))
+    """Kernel 7 leaves conv block 3 a 2x2 input with valid padding, which is refused; same padding keeps the
+    size through each conv, so three, four and five blocks fit (six do not: the pooling test above)."""
+    deeper = model_config(kernel_size=7, padding=Padding.same)
+    with pytest.raises(ConfigError, match="conv block 3"):
+        check_fits_image(replace(deeper, padding=Padding.valid), (28, 28, 1))
+    for blocks in (3, 4, 5):
+        assert check_fits_image(replace(deeper, conv_blocks=blocks), (28, 28, 1)) is None
 
 
 @pytest.mark.tensorflow

@@ -8,6 +8,7 @@ start and end, and each job's environment.json, where the job's own process reco
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -60,7 +61,8 @@ def test_a_grid_gives_each_running_job_its_own_gpu_and_a_share_of_the_cores(run_
         devices = json.loads((sweep_dir / str(job["job"]) / "environment.json").read_text())["devices"]
         assert devices["cuda_visible_devices"] == job["gpu"]
         assert devices["launcher_cpu_threads"] == str(job["threads"])
-        assert devices["intra_op_threads"] == job["threads"] == max(1, devices["cpu_count"] // 2)
+        # slots split the cores this process may use (its affinity, as Slurm, cgroups or taskset set it)
+        assert devices["intra_op_threads"] == job["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
     assert "launcher.jobs" not in (sweep_dir / "leaderboard.csv").read_text()  # not an experiment column
 
 

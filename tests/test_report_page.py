@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import FAKE_RUN, REPORT, command_env, write_npz
+from conftest import FAKE_RUN, REPORT, command_env, missing, write_npz
 from test_search import fake_search_args
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -95,7 +95,7 @@ PROBE_BODY = """<script>window.addEventListener('load', function () {
 def browser() -> str:
     found = next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
     if found is None:
-        pytest.skip("no headless Chromium: .ci/run installs Debian's `chromium` package (apt-get install chromium)")
+        missing("no headless Chromium: .ci/run installs Debian's `chromium` package (apt-get install chromium)")
     return found
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from conftest import FAKE_RUN, REPORT, command_env
+from conftest import FAKE_RUN, REPORT, command_env, missing
 from cnnsweep.credentials import redact, url_password
 from test_search import fake_search_args
 
@@ -37,7 +37,7 @@ def postgres_storage(tmp_path: Path) -> tuple[str, optuna.storages.BaseStorage]:
     """The server .ci/run starts (its test is marked `server`)."""
     url = os.environ.get("CNNSWEEP_TEST_POSTGRES_URL")
     if not url:
-        pytest.skip("no PostgreSQL server: .ci/run starts one and sets CNNSWEEP_TEST_POSTGRES_URL")
+        missing("no PostgreSQL server: .ci/run starts one and sets CNNSWEEP_TEST_POSTGRES_URL")
     return url, optuna.storages.RDBStorage(url)
 
 

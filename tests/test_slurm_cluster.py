@@ -12,14 +12,14 @@ import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import optuna
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from conftest import FAKE_RUN, RUN, TINY_RUN, command_env
+from conftest import FAKE_RUN, RUN, TINY_RUN, command_env, missing
 from test_interrupts import continue_with, interrupt_when, status
 from test_search import fake_search_args
 
@@ -27,10 +27,14 @@ PARTITION = os.environ.get("CNNSWEEP_TEST_SLURM_PARTITION")
 # The suite runs in parallel (pytest-xdist); these tests run one after another in one worker ("slurm"),
 # beside the time-limit test in another ("slurm-clock"), so the one-node cluster never holds more jobs than
 # it runs at once and no test waits behind another's jobs.
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm"), pytest.mark.skipif(
-    not PARTITION or shutil.which("sbatch") is None,
-    reason="no Slurm cluster: start one as root with `.ci/slurm start` and set CNNSWEEP_TEST_SLURM_PARTITION to "
-           "the partition it prints (.ci/run does both)")]
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]
+
+
+@pytest.fixture(autouse=True)
+def cluster() -> None:
+    if not PARTITION or shutil.which("sbatch") is None:
+        missing("no Slurm cluster: start one as root with `.ci/slurm start` and set CNNSWEEP_TEST_SLURM_PARTITION "
+                "to the partition it prints (.ci/run does both)")
 
 
 def on_slurm(jobs: int = 2, *settings: str) -> list[str]:
@@ -53,16 +57,37 @@ def slurm_job_id(run_dir: Path, timeout: float = 60) -> str:
     raise AssertionError(f"no Slurm job started for {run_dir}")
 
 
-def when(ready, action, timeout: float = 120) -> threading.Thread:
+class Later(threading.Thread):
+    """Does `action` in the background as soon as `ready()` holds; `join()` raises what went wrong there
+    (the action's exception, or `ready()` never holding), so the test fails with it."""
+
+    def __init__(self, ready: Callable[[], bool], action: Callable[[], object], timeout: float) -> None:
+        super().__init__(daemon=True)
+        self.ready, self.action, self.timeout = ready, action, timeout
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        try:
+            deadline = time.monotonic() + self.timeout
+            while not self.ready():
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"what the background action waits for did not happen in {self.timeout} s")
+                time.sleep(0.2)
+            self.action()
+        except BaseException as error:  # handed to the test's thread by join
+            self.error = error
+
+    def join(self, timeout: Optional[float] = None) -> None:
+        super().join(timeout)
+        if self.error is not None:
+            raise self.error
+
+
+def when(ready: Callable[[], bool], action: Callable[[], object], timeout: float = 120) -> Later:
     """Do `action` in the background as soon as `ready()` holds."""
-    def wait_then_act() -> None:
-        deadline = time.monotonic() + timeout
-        while not ready() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        action()
-    thread = threading.Thread(target=wait_then_act, daemon=True)
-    thread.start()
-    return thread
+    later = Later(ready, action, timeout)
+    later.start()
+    return later
 
 
 def queued_jobs(folder: Path) -> list[str]:

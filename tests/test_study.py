@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +22,8 @@ from optuna.trial import TrialState
 from cnnsweep.credentials import redact, redact_override, url_password, with_password
 from cnnsweep.errors import ConfigError
 from cnnsweep.search.settings import SAMPLER_CONFIGS, OptunaSearchConf
-from cnnsweep.run.records import RunRecord
+from cnnsweep.launch.interrupts import Interrupt
+from cnnsweep.run.records import RunRecord, environment_info
 from cnnsweep.search.preflight import study_spec
 from cnnsweep.search.study import (
     REQUEUED_ATTR, RUN_DIR_ATTR, WORKER_ATTR, StudySpec, count_trials, make_sampler, returned_outcome, settle_orphans,
@@ -205,13 +208,37 @@ def test_storage_labels_never_show_a_password(tmp_path: Path) -> None:
     ("postgresql+psycopg://user:s3cr%40t@127.0.0.1:5432/db", "postgresql+psycopg://user@127.0.0.1:5432/db", "s3cr@t"),
     ("postgresql://u:p@h/db?sslmode=require", "postgresql://u@h/db?sslmode=require", "p"),
     ("postgresql+psycopg://user@host/db", "postgresql+psycopg://user@host/db", None),
+    # any character in a password: `/`, `:`, an escaped `@` and `%`, or one in the query string
+    ("postgresql+psycopg://u:a/b:c%40d%25e@h:5432/db", "postgresql+psycopg://u@h:5432/db", "a/b:c@d%e"),
+    ("postgresql+psycopg://u@h/db?password=x%2Fy&sslmode=require", "postgresql+psycopg://u@h/db?sslmode=require",
+     "x/y"),
     ("sqlite:///outputs/optuna.db", "sqlite:///outputs/optuna.db", None),
 ])
 def test_storage_passwords_are_kept_out_and_put_back(url: str, redacted: str, password, monkeypatch) -> None:
     assert (redact(url), url_password(url)) == (redacted, password)
     if password:
-        assert with_password(redacted, password).replace("%40", "@") == url.replace("%40", "@")
+        assert url_password(with_password(redacted, password)) == password
+        assert redact(with_password(redacted, password)) == redacted
         assert redact_override(f"hydra.sweeper.storage={url}") == f"hydra.sweeper.storage={redacted}"
+
+
+def test_the_interrupt_line_and_environment_json_leave_the_password_out(monkeypatch, tmp_path: Path) -> None:
+    """An interrupted search started with the password in its storage URL prints a continue command without
+    it (and says where the password comes from instead); a run's environment.json records the command line
+    without it."""
+    url = "postgresql+psycopg://user:p/a%40s:s@db.example:5432/studies"
+    monkeypatch.setattr(sys, "argv", ["src/run.py", "-m", "sweeps=quick", f"hydra.sweeper.storage={url}"])
+    interrupt = Interrupt()
+    interrupt.signum, interrupt.tally = signal.SIGINT, (1, 4, "trials")
+    line = str(interrupt.error(tmp_path / "sweep"))
+    assert "p/a@s:s" not in line and "p/a%40s:s" not in line
+    assert "the storage password is left out of this line: give it through PGPASSWORD or ~/.pgpass" in line
+    command = shlex.split(line.split("continue with: ")[1])
+    assert command[-2:] == ["hydra.sweeper.storage=postgresql+psycopg://user@db.example:5432/studies",
+                            f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    recorded = environment_info({}, tmp_path)["command"]
+    assert recorded == ["src/run.py", "-m", "sweeps=quick",
+                        "hydra.sweeper.storage=postgresql+psycopg://user@db.example:5432/studies"]
 
 
 def test_study_json_has_no_password_and_trials_still_open_the_study(tmp_path: Path, monkeypatch) -> None:

@@ -8,37 +8,46 @@ PostgreSQL's own PGPASSWORD or ~/.pgpass serve every process, the report include
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
-from urllib.parse import quote, unquote
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 STORAGE_PASSWORD_ENV = "CNNSWEEP_STORAGE_PASSWORD"
 STORAGE_OVERRIDE = "hydra.sweeper.storage="
 
 
 def url_password(storage: Any) -> Optional[str]:
-    """The password inside a database URL (`scheme://user:password@host/...`), if it has one."""
-    userinfo = _userinfo(storage)
-    if userinfo is None or ":" not in userinfo:
+    """The password inside a database URL (`scheme://user:password@host/...`, or `?password=`), if it has one."""
+    url = _parsed(storage)
+    if url is None:
         return None
-    return unquote(userinfo.partition(":")[2]) or None
+    query = url.query.get("password")
+    return url.password or (query if isinstance(query, str) else None) or None
 
 
 def redact(storage: Any) -> Any:
     """A storage URL without its password; anything else unchanged."""
-    if not url_password(storage):
+    url = _parsed(storage)
+    if url is None or not url_password(storage):
         return storage
-    scheme, rest = storage.split("://", 1)
-    userinfo, _, location = rest.rpartition("@")
-    return f"{scheme}://{userinfo.partition(':')[0]}@{location}"
+    return _render(url, url.username)
+
+
+def location(storage: Any) -> Any:
+    """A storage URL without user or password, for logs and errors; anything else unchanged."""
+    url = _parsed(storage)
+    if url is None:
+        return storage
+    return _render(url, None)
 
 
 def with_password(storage: str, password: Optional[str]) -> str:
     """The URL with `password` put back where it names a user but carries no password."""
-    userinfo = _userinfo(storage)
-    if not password or not userinfo or ":" in userinfo:
+    url = _parsed(storage)
+    if not password or url is None or not url.username or url_password(storage):
         return storage
-    scheme, rest = storage.split("://", 1)
-    return f"{scheme}://{userinfo}:{quote(password, safe='')}@{rest.rpartition('@')[2]}"
+    return url.set(password=password).render_as_string(hide_password=False)
 
 
 def remember_password(storage: Any) -> None:
@@ -68,8 +77,23 @@ def redact_hydra_node(config: Any) -> None:
     config.hydra.overrides.hydra = [redact_override(item) for item in config.hydra.overrides.hydra]
 
 
-def _userinfo(storage: Any) -> Optional[str]:
+def _render(url: "URL", username: Optional[str]) -> str:
+    """The URL with this user and no password (in neither place it may stand)."""
+    from sqlalchemy.engine import URL
+
+    bare = URL.create(url.drivername, username, None, url.host, url.port, url.database, url.query)
+    return bare.difference_update_query(["password"]).render_as_string(hide_password=False)
+
+
+def _parsed(storage: Any) -> Optional["URL"]:
+    """A database URL as SQLAlchemy reads it (any password character, %-escapes, the query string), or None
+    for anything else. SQLAlchemy loads only here, when there is a URL to read."""
     if not isinstance(storage, str) or "://" not in storage:
         return None
-    authority = storage.split("://", 1)[1].split("/", 1)[0]
-    return authority.rpartition("@")[0] if "@" in authority else None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(storage)
+    except (ArgumentError, ValueError):
+        return None

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn, Optional
 
+from cnnsweep.credentials import redact_override
 from cnnsweep.errors import CnnsweepError
 from cnnsweep.run.records import INTERRUPTED
 
@@ -91,13 +92,18 @@ class Interrupt:
         assert self.signum is not None
         name = signal.Signals(self.signum).name
         finished, total, noun = self.tally
-        return SweepInterrupted(f"interrupted by {name}: {finished} of {total} {noun} finished; continue with: "
-                                f"{continue_command(sweep_dir)}", self.signum)
+        command = continue_command(sweep_dir)
+        left_out = "" if command == continue_command(sweep_dir, redacted=False) else (
+            "; the storage password is left out of this line: give it through PGPASSWORD or ~/.pgpass")
+        return SweepInterrupted(f"interrupted by {name}: {finished} of {total} {noun} finished{left_out}; "
+                                f"continue with: {command}", self.signum)
 
 
-def continue_command(sweep_dir: Path) -> str:
-    """This command again, in the same sweep folder (finished jobs are kept, the rest run)."""
-    arguments = [argument for argument in sys.argv[1:] if not argument.startswith("hydra.sweep.dir=")]
+def continue_command(sweep_dir: Path, redacted: bool = True) -> str:
+    """This command again, in the same sweep folder (finished jobs are kept, the rest run), without a
+    storage URL's password (cnnsweep.credentials)."""
+    arguments = [redact_override(argument) if redacted else argument for argument in sys.argv[1:]
+                 if not argument.startswith("hydra.sweep.dir=")]
     return shlex.join(["uv", "run", "python", sys.argv[0], *arguments, f"hydra.sweep.dir={sweep_dir}"])
 
 

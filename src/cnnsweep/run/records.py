@@ -24,6 +24,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from cnnsweep.credentials import redact_override
 from cnnsweep.errors import DiskFull
 
 METRICS_FILE = "metrics.json"
@@ -291,7 +292,7 @@ def environment_info(devices: dict[str, Any], project_dir: Path) -> dict[str, An
         "versions": {name: packages.get(name) for name in KEY_PACKAGES},
         "git": git_state(project_dir),
         "devices": devices,
-        "command": sys.argv,
+        "command": [redact_override(argument) for argument in sys.argv],  # without a storage password
         "cwd": os.getcwd(),
         "packages": dict(sorted(packages.items())),
     }

@@ -29,7 +29,7 @@ from hydra.utils import instantiate
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
 
-from cnnsweep.credentials import redact, remember_password, stored_password, with_password
+from cnnsweep.credentials import location, redact, remember_password, stored_password, with_password
 from cnnsweep.errors import ConfigError, first_line
 from cnnsweep.run.records import COMPLETED, PRUNED, RunRecord, write_json
 from cnnsweep.search.settings import SAMPLER_CONFIGS
@@ -122,8 +122,7 @@ class StudySpec:
     def storage_label(self) -> str:
         """The storage for logs and errors, without a password."""
         if isinstance(self.storage, str):
-            scheme, _, rest = self.storage.partition("://")
-            return f"{scheme}://{rest.split('@')[-1]}" if "@" in rest else self.storage
+            return str(location(self.storage))
         backend = self.storage.get("log_storage")
         if isinstance(backend, dict) and backend.get("file_path"):
             return f"journal file {backend['file_path']}"
