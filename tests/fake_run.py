@@ -8,14 +8,17 @@ find, pruners something to cut, and every result is exactly reproducible.
 
 Each epoch takes FAKE_EPOCH_SECONDS (default 0.02) so tests can kill a job mid-run; optimizer.lr >= 1
 gives a NaN loss, as a real run would; a run whose model.filters equals FAKE_KILL_FILTERS kills its own
-process with SIGKILL after its first epoch, as the kernel's out-of-memory killer would. With
-training.resume=true a run continues after the epochs its history.csv holds.
+process with SIGKILL after its first epoch, as the kernel's out-of-memory killer would. Like the Keras
+trainer it checkpoints after every epoch (checkpoint.json: the epoch, which is all the state arithmetic
+has) and removes the checkpoint when it ends; with training.resume=true a run continues after its
+checkpoint's epoch, keeping the history rows up to it, and without a checkpoint it starts over.
 
     uv run python tests/fake_run.py -m sweeps=quick dataset.path=tiny.npz dataset.val_size=16
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -33,7 +36,7 @@ from cnnsweep.errors import TrainingError, run_with_one_line_errors
 from cnnsweep.run.hardware import launcher_assignment, thread_counts
 from cnnsweep.run.model import conv_widths
 from cnnsweep.project import CONF_DIR
-from cnnsweep.run.records import HISTORY_FILE, read_history, write_history
+from cnnsweep.run.records import CHECKPOINT_EPOCH_FILE, HISTORY_FILE, read_history, write_history, write_json
 from cnnsweep.run.trainer import EpochCallback, TrainingResult
 
 EPOCH_SECONDS_ENV = "FAKE_EPOCH_SECONDS"
@@ -57,8 +60,7 @@ class ArithmeticTrainer:
               on_epoch: EpochCallback) -> TrainingResult:
         epoch_seconds = float(os.environ.get(EPOCH_SECONDS_ENV, "0.02"))
         top = ceiling(config)
-        # Resuming (training.resume) continues after the epochs history.csv holds, as Keras' checkpoint would.
-        rows: list[dict[str, Any]] = read_history(run_dir / HISTORY_FILE) if config.training.resume else []
+        rows = resumed_rows(run_dir) if config.training.resume else []
         resumed, stopped_early = len(rows), False
         started = time.perf_counter()
         for epoch in range(len(rows) + 1, config.training.epochs + 1):
@@ -71,6 +73,7 @@ class ArithmeticTrainer:
             row["seconds"] = epoch_seconds
             rows.append(row)
             write_history(run_dir / HISTORY_FILE, rows)
+            write_json(run_dir / CHECKPOINT_EPOCH_FILE, {"epoch": epoch})
             if os.environ.get(KILL_FILTERS_ENV) == str(config.model.filters):
                 os.kill(os.getpid(), signal.SIGKILL)
             if math.isnan(loss):
@@ -79,6 +82,7 @@ class ArithmeticTrainer:
             if on_epoch(row):
                 stopped_early = True
                 break
+        (run_dir / CHECKPOINT_EPOCH_FILE).unlink(missing_ok=True)  # the run's end state is recorded: nothing to resume
         last = rows[-1]
         seconds = time.perf_counter() - started
         widths = conv_widths(config.model)
@@ -89,6 +93,15 @@ class ArithmeticTrainer:
             "epochs_completed": len(rows), "train_seconds": seconds, "eval_seconds": 0.0,
             "seconds_per_epoch": seconds / len(rows), "resumed_after_epoch": resumed or None,
         }, stopped_early=stopped_early)
+
+
+def resumed_rows(run_dir: Path) -> list[dict[str, Any]]:
+    """The history rows up to the checkpoint's epoch; none without a readable checkpoint."""
+    try:
+        epoch = int(json.loads((run_dir / CHECKPOINT_EPOCH_FILE).read_text())["epoch"])
+    except (OSError, ValueError, KeyError):
+        return []
+    return [row for row in read_history(run_dir / HISTORY_FILE) if row["epoch"] <= epoch]
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

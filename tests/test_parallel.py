@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 
 from cnnsweep.launch.devices import SLOT_ENV, THREADS_ENV, plan_slots, visible_gpus
 from cnnsweep.errors import ConfigError
-from conftest import FAKE_RUN, TINY_RUN
+from conftest import FAKE_RUN, TINY_RUN, command_env, error_lines
 from test_search import fake_search_args
 
 # A device that frees up must take the next job within this many seconds (it is milliseconds in practice;
@@ -116,3 +117,24 @@ def test_impossible_slot_plans_are_refused(monkeypatch, jobs, gpus, message) -> 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     with pytest.raises(ConfigError, match=re.escape(message)):
         plan_slots(jobs, gpus, cores=2)
+
+
+def test_gpus_that_cannot_be_listed_stop_the_multirun_instead_of_running_it_on_the_cpu(tiny_data: Path,
+                                                                                        tmp_path: Path) -> None:
+    """launcher=parallel asks for every GPU; an nvidia-smi that fails (a broken driver) is one line naming it."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "nvidia-smi").write_text("#!/bin/sh\necho 'NVIDIA-SMI has failed because it could not communicate "
+                                      "with the NVIDIA driver' >&2\nexit 9\n")
+    (tools / "nvidia-smi").chmod(0o755)
+    env = {key: value for key, value in command_env().items() if key != "CUDA_VISIBLE_DEVICES"}
+    env["PATH"] = f"{tools}{os.pathsep}{env['PATH']}"
+    result = subprocess.run([*FAKE_RUN, "-m", "launcher=parallel", "model.filters=4,8", f"dataset.path={tiny_data}",
+                             f"hydra.sweep.dir={tmp_path / 'grid'}"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert error_lines(result.stderr) == [
+        "error: launcher.gpus: cannot list the GPUs, `nvidia-smi --query-gpu=index --format=csv,noheader` failed "
+        "(exit status 9: NVIDIA-SMI has failed because it could not communicate with the NVIDIA driver); fix the NVIDIA driver, set "
+        "CUDA_VISIBLE_DEVICES, or set launcher.gpus=0 to run the jobs on the CPU"]
+    assert not (tmp_path / "grid" / "0").exists()  # no job ran

@@ -17,7 +17,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from cnnsweep.errors import ConfigError
+from cnnsweep.errors import ConfigError, first_line
 from cnnsweep.run.hardware import SLOT_ENV, THREADS_ENV
 
 # Jobs at once without GPUs when launcher.jobs is null: two single-thread jobs beat one two-thread job
@@ -51,17 +51,23 @@ def usable_cores() -> int:
 
 def visible_gpus() -> list[str]:
     """The GPU ids a job's TensorFlow would see, found without starting TensorFlow (which takes seconds
-    and may grab GPU memory in the sweep process): CUDA_VISIBLE_DEVICES when it is set, else nvidia-smi."""
+    and may grab GPU memory in the sweep process): CUDA_VISIBLE_DEVICES when it is set, else nvidia-smi.
+    No nvidia-smi means no GPUs; an nvidia-smi that fails is an error, never a silent run on the CPU."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [gpu.strip() for gpu in visible.split(",") if gpu.strip() and gpu.strip() != "-1"]
     if shutil.which("nvidia-smi") is None:
         return []
+    command = ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"]
     try:
-        listing = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
+        listing = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError) as error:
+        said = (getattr(error, "stderr", None) or getattr(error, "stdout", None) or "").strip()
+        reason = f"exit status {error.returncode}" if isinstance(error, subprocess.CalledProcessError) else \
+            first_line(error)
+        raise ConfigError(f"launcher.gpus: cannot list the GPUs, `{' '.join(command)}` failed ({reason}"
+                          f"{': ' + said.splitlines()[0] if said else ''}); fix the NVIDIA driver, set "
+                          "CUDA_VISIBLE_DEVICES, or set launcher.gpus=0 to run the jobs on the CPU") from error
     return [line.strip() for line in listing.splitlines() if line.strip()]
 
 
