@@ -1,6 +1,7 @@
-"""Ctrl-C (SIGINT) of a sweep process, in real subprocess multiruns of tests/fake_run.py: a parallel grid
-and a search stop in order (no new job, running jobs recorded `interrupted`, the leaderboard written,
-no traceback, exit 130), and the printed command continues them without repeating finished jobs."""
+"""Ctrl-C (SIGINT) or SIGTERM of a sweep process, in real subprocess multiruns of tests/fake_run.py: a
+parallel grid and a search stop in order (no new job, running jobs recorded `interrupted`, the leaderboard
+written, no traceback, exit 130 or 143), and the printed command continues them without repeating finished
+jobs; Ctrl-C of a single run records it interrupted and exits 130."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from conftest import FAKE_RUN, command_env
 from test_search import fake_search_args
 
 
-def interrupt_when(command: list[str], ready, cwd: Path, env: dict[str, str], to: str) -> subprocess.CompletedProcess:
+def interrupt_when(command: list[str], ready, cwd: Path, env: dict[str, str], to: str,
+                   signum: int = signal.SIGINT) -> subprocess.CompletedProcess:
     """Start the command in a session of its own with SIGINT at its default (as a terminal would), send
     SIGINT once `ready()`: to the sweep process alone (`kill`), or to its whole process group, jobs
     included, as a terminal's Ctrl-C does; return how it ended."""
@@ -32,9 +34,9 @@ def interrupt_when(command: list[str], ready, cwd: Path, env: dict[str, str], to
         time.sleep(0.1)
     assert process.poll() is None, "the sweep ended before it could be interrupted"
     if to == "group":
-        os.killpg(process.pid, signal.SIGINT)
+        os.killpg(process.pid, signum)
     else:
-        os.kill(process.pid, signal.SIGINT)
+        os.kill(process.pid, signum)
     stdout, stderr = process.communicate(timeout=120)
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
@@ -110,3 +112,34 @@ def test_ctrl_c_stops_a_search_in_order_and_it_continues(tiny_data: Path, tmp_pa
     assert [trial.state for trial in trials] == [TrialState.COMPLETE, TrialState.FAIL] + [TrialState.COMPLETE] * 3
     assert trials[0].datetime_complete == study.trials[0].datetime_complete  # finished trials are kept
     assert trials[2].params == trials[1].params and trials[2].user_attrs["cnnsweep_requeued_from"] == 1
+
+
+def test_sigterm_stops_a_grid_in_order_with_exit_143(tiny_data: Path, tmp_path: Path) -> None:
+    """As a scheduler or `kill` ends a sweep: SIGTERM to the sweep process alone."""
+    sweep = tmp_path / "grid"
+    command = [*FAKE_RUN, "-m", "launcher=parallel", "launcher.jobs=2", "model.filters=4,5", "training.epochs=1,60",
+               f"dataset.path={tiny_data}", f"hydra.sweep.dir={sweep}"]
+    result = interrupt_when(command, lambda: (sweep / "3" / "history.csv").exists(), tmp_path,
+                            command_env(FAKE_EPOCH_SECONDS="0.05"), "process", signal.SIGTERM)
+    assert result.returncode == 143, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(
+        "error: interrupted by SIGTERM: 2 of 4 jobs finished; continue with: uv run python ")
+    assert [status(sweep / str(job)) for job in range(4)] == ["completed", "interrupted", "completed", "interrupted"]
+    assert sorted(pd.read_csv(sweep / "leaderboard.csv")["status"]) == ["completed", "completed", "interrupted",
+                                                                        "interrupted"]
+
+
+def test_ctrl_c_of_a_single_run_records_it_interrupted(tiny_data: Path, tmp_path: Path) -> None:
+    """A terminal's Ctrl-C reaches the run's whole process group."""
+    run_dir = tmp_path / "run"
+    command = [*FAKE_RUN, "training.epochs=200", f"dataset.path={tiny_data}", f"hydra.run.dir={run_dir}"]
+    result = interrupt_when(command, lambda: (run_dir / "history.csv").exists(), tmp_path,
+                            command_env(FAKE_EPOCH_SECONDS="0.05"), "group")
+    assert result.returncode == 130, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: interrupted by Ctrl-C; the run's metrics.json says `interrupted`; run the same command again to "
+        "train it")
+    record = json.loads((run_dir / "metrics.json").read_text())
+    assert record["status"] == "interrupted" and 1 <= record["epochs_completed"] < 200
