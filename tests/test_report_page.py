@@ -14,6 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import matplotlib.image
 import pandas as pd
 import pytest
 
@@ -87,7 +88,7 @@ PROBE_BODY = """<script>window.addEventListener('load', function () {
   var probe = document.createElement('pre');
   probe.id = 'probe';
   probe.textContent = JSON.stringify({errors: window.__errors, width: window.innerWidth, key_left: key.left,
-    key_right: key.right, before: before, after: column('run'), descending: descending, ascending: ascending});
+    key_right: key.right, key_top: key.top, key_bottom: key.bottom, before: before, after: column('run'), descending: descending, ascending: ascending});
   document.body.appendChild(probe);
 });</script>"""
 
@@ -126,7 +127,12 @@ def test_the_page_in_a_real_browser(reviewed: Path) -> None:
     screenshot = reviewed / "report.png"  # beside the report, for a person to look at
     shot = run_browser(binary, f"--screenshot={screenshot}", (reviewed / "report.html").as_uri())
     assert shot.returncode == 0, shot.stderr[-2000:]
-    assert screenshot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and screenshot.stat().st_size > 20_000
+    pixels = matplotlib.image.imread(screenshot)[:, :, :3].mean(axis=2)  # brightness, 0 (black) to 1 (white)
+    assert pixels.shape == (900, 1280)
+    assert 0 <= probe["key_top"] < probe["key_bottom"] <= 900  # the leaderboard's header row is on the first screen
+    header = pixels[int(probe["key_top"]):int(probe["key_bottom"]) + 1]
+    assert (header < 0.5).sum() > 200  # and drawn there: its column names' text (or a dark band behind them)
+    assert pixels.std() > 0.05  # the page is not a blank screen
 
 
 def test_a_multi_objective_search_gets_its_pareto_front(run_cli, tiny_data: Path, tmp_path: Path) -> None:
