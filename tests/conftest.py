@@ -40,7 +40,7 @@ TINY_RUN = ["dataset.max_train=512", "dataset.max_test=256", "training.epochs=2"
 
 
 REQUIRE_ENV = "CNNSWEEP_REQUIRE"  # `all` (set by .ci/run): a test that lacks what it needs fails instead of skipping
-MARKERS = ("tensorflow", "slurm", "server")  # counted apart in the summary
+MARKERS = ("slurm", "server", "tensorflow")  # counted apart in the summary, each test under the first it carries
 
 
 def missing(reason: str) -> NoReturn:
