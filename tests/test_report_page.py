@@ -93,6 +93,25 @@ PROBE_BODY = """<script>window.addEventListener('load', function () {
 });</script>"""
 
 
+PROBE_VIEW = """<script>window.addEventListener('load', function () {
+  var table = document.getElementById('leaderboard'), box = document.getElementById('filter');
+  var heads = Array.prototype.map.call(table.tHead.rows[0].cells, function (th) { return th.textContent; });
+  function view() {
+    var rows = Array.prototype.filter.call(table.tBodies[0].rows, function (row) { return !row.hidden; });
+    return {box: box.value, shown: document.getElementById('shown').textContent, rows: rows.map(function (row) {
+      return [row.cells[heads.indexOf('run')].textContent, row.cells[heads.indexOf('objective')].getAttribute('data-value')];
+    })};
+  }
+  var fromAddress = view();
+  box.value = 'grid';
+  box.dispatchEvent(new Event('input'));
+  var probe = document.createElement('pre');
+  probe.id = 'probe';
+  probe.textContent = JSON.stringify({fromAddress: fromAddress, typed: view()});
+  document.body.appendChild(probe);
+});</script>"""
+
+
 def browser() -> str:
     found = next((shutil.which(name) for name in BROWSERS if shutil.which(name)), None)
     if found is None:
@@ -147,3 +166,25 @@ def test_a_multi_objective_search_gets_its_pareto_front(run_cli, tiny_data: Path
     front = tmp_path / "mo" / "quick_pareto.png"
     assert front.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and front.stat().st_size > 10_000
     assert 'alt="quick pareto"' in (tmp_path / "mo" / "report.html").read_text()
+
+
+def test_the_page_address_keeps_a_view_and_the_box_filters(reviewed: Path) -> None:
+    """`report.html#sort=objective&ascending&filter=search` opens sorted and filtered; typing filters again."""
+    binary = browser()
+    board = pd.read_csv(reviewed / "leaderboard.csv")
+    board["name"] = board["run"].str.split("/").str[-2:].str.join("/")  # as the page names runs: search/3
+    searches, grids = (board[board["name"].str.startswith(f"{kind}/")] for kind in ("search", "grid"))
+    probed = reviewed / "view.html"
+    probed.write_text((reviewed / "report.html").read_text().replace("</body>", PROBE_VIEW + "</body>", 1))
+    result = run_browser(binary, "--virtual-time-budget=5000", "--dump-dom",
+                         probed.as_uri() + "#sort=objective&ascending&filter=search")
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = re.search(r'<pre id="probe">(.*?)</pre>', result.stdout, re.S)
+    assert found, result.stdout[-2000:]
+    probe = json.loads(html.unescape(found.group(1)))
+    opened, typed = probe["fromAddress"], probe["typed"]
+    assert opened["box"] == "search" and opened["shown"] == f"{len(searches)} of {len(board)} runs"
+    ascending = searches.sort_values("objective", kind="stable")  # the page's sort keeps ties in board order too
+    assert [run.split()[0] for run, _ in opened["rows"]] == list(ascending["name"])
+    assert typed["box"] == "grid" and typed["shown"] == f"{len(grids)} of {len(board)} runs"
+    assert sorted(run.split()[0] for run, _ in typed["rows"]) == sorted(grids["name"])

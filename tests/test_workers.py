@@ -93,7 +93,9 @@ def test_a_job_past_the_time_limit_is_stopped_and_the_next_job_runs(run_cli, tin
     jobs = fake_grid(run_cli, tiny_data, tmp_path / "sweep", "training.epochs=1,40,1", "launcher.job_timeout_min=0.05",
                      env={"FAKE_EPOCH_SECONDS": "0.2"}, failed=1)  # the 40-epoch job takes 8 s, the limit is 3 s
     assert [job["status"] for job in jobs] == ["completed", "failed", "completed"]
-    assert 3 <= jobs[1]["end"] - jobs[1]["start"] < 6
+    # it ran to the limit, and was stopped before its 40 epochs (a loaded machine may take longer to stop it)
+    assert jobs[1]["end"] - jobs[1]["start"] >= 3
+    assert 1 <= len((tmp_path / "sweep" / "1" / "history.csv").read_text().splitlines()) - 1 < 40
     stopped = metrics(tmp_path / "sweep" / "1")
     assert stopped["status"] == "failed"
     assert stopped["error"].startswith("job ran past the time limit (0.05 min, launcher.job_timeout_min)")
