@@ -45,8 +45,6 @@ from cnnsweep.search.study import (
     FINISHED,
     INTERRUPTED_ATTR,
     RUN_DIR_ATTR,
-    STUDY_ENV,
-    TRIAL_ENV,
     WORKER_ATTR,
     Heartbeats,
     StudySpec,
@@ -59,6 +57,7 @@ from cnnsweep.search.study import (
     this_worker,
     trial_outcome,
 )
+from cnnsweep.search.trial import STUDY_ENV, TRIAL_ENV
 
 log = logging.getLogger(__name__)
 

@@ -37,8 +37,6 @@ from cnnsweep.search.settings import SAMPLER_CONFIGS
 log = logging.getLogger(__name__)
 
 STUDY_FILE = "study.json"
-STUDY_ENV = "CNNSWEEP_STUDY"  # path of study.json, set for each trial's job
-TRIAL_ENV = "CNNSWEEP_TRIAL"  # the trial number, set for each trial's job
 
 # User attributes of each trial
 WORKER_ATTR = "cnnsweep_worker"  # host:pid of the sweep process that launched the trial

@@ -1,25 +1,31 @@
 """The job side of an Optuna search: report the validation metric after every epoch, and stop
-early when the study's pruner says the trial is hopeless."""
+early when the study's pruner says the trial is hopeless.
+
+The search sets two environment variables for each trial's job; a run without them (a single run, a
+grid job) never imports Optuna here, so its start-up does not pay for it."""
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import optuna
+if TYPE_CHECKING:
+    from cnnsweep.search.study import StudySpec
 
-from cnnsweep.search.study import BASELINE_ATTR, STUDY_ENV, TRIAL_ENV, StudySpec
-
-log = logging.getLogger(__name__)
+STUDY_ENV = "CNNSWEEP_STUDY"  # path of study.json, set for each trial's job
+TRIAL_ENV = "CNNSWEEP_TRIAL"  # the trial number, set for each trial's job
 
 
 class TrialReporter:
     """Set up by the search sweeper through two environment variables of the job."""
 
-    def __init__(self, spec: StudySpec, number: int) -> None:
+    def __init__(self, spec: "StudySpec", number: int) -> None:
+        import optuna
+
+        from cnnsweep.search.study import BASELINE_ATTR
+
         self.number = number
         storage = spec.open_storage()
         study = optuna.load_study(study_name=spec.study_name, storage=storage, pruner=spec.make_pruner())
@@ -35,6 +41,8 @@ class TrialReporter:
         study_file, number = os.environ.get(STUDY_ENV), os.environ.get(TRIAL_ENV)
         if not study_file or number is None:
             return None
+        from cnnsweep.search.study import StudySpec
+
         return cls(StudySpec.read(Path(study_file)), int(number))
 
     def should_stop(self, row: dict[str, Any]) -> bool:
