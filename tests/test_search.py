@@ -128,6 +128,21 @@ def test_failed_and_killed_trials_are_recorded_and_the_search_goes_on(tiny_data:
     assert "trial %d failed" % killed in stdout
 
 
+def test_the_median_pruner_stops_a_trial_below_earlier_trials(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    """The sweeps' default pruner: trial 0 (optimizer.lr=0.001; the grid's order under seed 1) finishes;
+    trial 1 (lr 1e-7) reports an epoch-1 value below trial 0's at epoch 1 and is stopped there."""
+    result = fake_search(run_cli, tmp_path, tiny_data, "median", "hydra.sweeper.n_trials=2", "training.epochs=3",
+                         "hydra.sweeper.sampler=grid", "hydra.sweeper.seed=1", "hydra.sweeper.enqueue_baseline=false",
+                         "hydra.sweeper.pruner=median", "hydra.sweeper.pruner_options.n_startup_trials=1",
+                         "optimizer.lr=choice(0.001, 0.0000001)")
+    assert result.returncode == 0, result.stderr
+    trials = load(tmp_path).trials
+    assert [trial.params["optimizer.lr"] for trial in trials] == [0.001, 1e-7]
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert trials[1].intermediate_values[1] < trials[0].intermediate_values[1]  # below the median of one
+    assert list(trials[1].intermediate_values) == [1]
+
+
 def test_a_hopeless_trial_is_pruned(run_cli, tiny_data: Path, tmp_path: Path) -> None:
     result = fake_search(run_cli, tmp_path, tiny_data, "prune", "hydra.sweeper.n_trials=2", "training.epochs=3",
                     "hydra.sweeper.sampler=grid", "hydra.sweeper.pruner=threshold",
