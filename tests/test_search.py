@@ -143,6 +143,20 @@ def test_the_median_pruner_stops_a_trial_below_earlier_trials(run_cli, tiny_data
     assert list(trials[1].intermediate_values) == [1]
 
 
+def test_a_grid_search_runs_each_point_once_and_marks_the_baselines(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    """The composed config (optimizer.lr=0.001) is a point of the grid: it runs once, marked as the baseline,
+    and the other point runs too (an enqueued baseline trial would have repeated a point and skipped one)."""
+    result = fake_search(run_cli, tmp_path, tiny_data, "grid", "hydra.sweeper.n_trials=2", "training.epochs=1",
+                         "hydra.sweeper.sampler=grid", "hydra.sweeper.seed=0", "hydra.sweeper.pruner=none",
+                         "optimizer.lr=choice(0.001, 0.0000001)")
+    assert result.returncode == 0, result.stderr
+    trials = load(tmp_path).trials
+    assert sorted(trial.params["optimizer.lr"] for trial in trials) == [1e-7, 0.001]
+    assert [trial.params["optimizer.lr"] for trial in trials if trial.user_attrs.get("cnnsweep_baseline")] == [0.001]
+    board = pd.read_csv(tmp_path / "grid" / "leaderboard.csv")
+    assert list(board.loc[board["baseline"] == True, "optimizer.lr"]) == [0.001]  # noqa: E712
+
+
 def test_a_hopeless_trial_is_pruned(run_cli, tiny_data: Path, tmp_path: Path) -> None:
     result = fake_search(run_cli, tmp_path, tiny_data, "prune", "hydra.sweeper.n_trials=2", "training.epochs=3",
                     "hydra.sweeper.sampler=grid", "hydra.sweeper.pruner=threshold",

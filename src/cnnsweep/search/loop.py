@@ -79,6 +79,7 @@ class Search:
         self.finished_here = 0
         self.cannot_start: Optional[JobCannotStart] = None  # the launcher's word that no trial would run
         self.best = Best()
+        self.grid_baseline: Optional[dict[str, Any]] = None  # with the grid sampler: the baseline's point
         self.n_jobs = check_settings(settings, launcher.slots, config)
 
     def run(self, arguments: list[str]) -> None:
@@ -157,6 +158,8 @@ class Search:
         trial = heartbeats.ask(plan.space.distributions)
         plan.space.suggest(trial, self.config, plan.config_values)
         trial.set_user_attr(WORKER_ATTR, self.worker)
+        if self.grid_baseline is not None and trial.params == self.grid_baseline:
+            trial.set_user_attr(BASELINE_ATTR, True)
         overrides = [as_override(key, value) for key, value in trial.params.items()]
         overrides += [*plan.space.fixed_overrides(), f"+hydra.job.env_set.{STUDY_ENV}='{study_file}'",
                       f"+hydra.job.env_set.{TRIAL_ENV}={trial.number}"]
@@ -185,7 +188,8 @@ class Search:
 
     def _enqueue_baseline(self, study: optuna.Study, space: SearchSpace, config_values: dict[str, Any],
                           grid: Optional[dict[str, list[Any]]]) -> None:
-        """Trial 0 of a new study: the composed config itself, marked as the baseline."""
+        """Trial 0 of a new study: the composed config itself, marked as the baseline (with the grid sampler,
+        the grid's trial at the composed config's point)."""
         if any(trial.user_attrs.get(BASELINE_ATTR) for trial in study.get_trials(deepcopy=False)):
             return
         params, reason = space.baseline(config_values, grid)
@@ -193,9 +197,15 @@ class Search:
             log.warning("the composed config is not trial %d (%s); set hydra.sweeper.enqueue_baseline=false to "
                         "silence this", len(study.trials), reason)
             return
+        described = " ".join(as_override(key, value) for key, value in params.items()) or "the composed config"
+        if grid is not None:
+            # Optuna's grid sampler does not count an enqueued trial as a visited point, so the baseline's
+            # point would run twice and another not at all: the grid trial at that point is the baseline.
+            self.grid_baseline = params
+            log.info("the grid's point %s is the baseline (it runs in the grid's order)", described)
+            return
         study.enqueue_trial(params, user_attrs={BASELINE_ATTR: True})
-        log.info("trial %d is the baseline: %s", len(study.trials) - 1,
-                 " ".join(as_override(key, value) for key, value in params.items()) or "the composed config")
+        log.info("trial %d is the baseline: %s", len(study.trials) - 1, described)
 
     def _remaining(self, study: optuna.Study, total: int) -> int:
         """Trials still to start for the study's total, counting those other workers are running."""
