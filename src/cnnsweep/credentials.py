@@ -20,16 +20,13 @@ STORAGE_OVERRIDE = "hydra.sweeper.storage="
 def url_password(storage: Any) -> Optional[str]:
     """The password inside a database URL (`scheme://user:password@host/...`, or `?password=`), if it has one."""
     url = _parsed(storage)
-    if url is None:
-        return None
-    query = url.query.get("password")
-    return url.password or (query if isinstance(query, str) else None) or None
+    return _password(url) if url is not None else None
 
 
 def redact(storage: Any) -> Any:
     """A storage URL without its password; anything else unchanged."""
     url = _parsed(storage)
-    if url is None or not url_password(storage):
+    if url is None or not _password(url):
         return storage
     return _render(url, url.username)
 
@@ -45,7 +42,7 @@ def location(storage: Any) -> Any:
 def with_password(storage: str, password: Optional[str]) -> str:
     """The URL with `password` put back where it names a user but carries no password."""
     url = _parsed(storage)
-    if not password or url is None or not url.username or url_password(storage):
+    if not password or url is None or not url.username or _password(url):
         return storage
     return url.set(password=password).render_as_string(hide_password=False)
 
@@ -75,6 +72,11 @@ def redact_hydra_node(config: Any) -> None:
     if "storage" in config.hydra.sweeper:
         config.hydra.sweeper.storage = redact(config.hydra.sweeper.storage)
     config.hydra.overrides.hydra = [redact_override(item) for item in config.hydra.overrides.hydra]
+
+
+def _password(url: "URL") -> Optional[str]:
+    query = url.query.get("password")
+    return url.password or (query if isinstance(query, str) else None) or None
 
 
 def _render(url: "URL", username: Optional[str]) -> str:

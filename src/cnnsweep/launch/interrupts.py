@@ -92,18 +92,16 @@ class Interrupt:
         assert self.signum is not None
         name = signal.Signals(self.signum).name
         finished, total, noun = self.tally
-        command = continue_command(sweep_dir)
-        left_out = "" if command == continue_command(sweep_dir, redacted=False) else (
+        left_out = "" if all(redact_override(argument) == argument for argument in sys.argv) else (
             "; the storage password is left out of this line: give it through PGPASSWORD or ~/.pgpass")
         return SweepInterrupted(f"interrupted by {name}: {finished} of {total} {noun} finished{left_out}; "
-                                f"continue with: {command}", self.signum)
+                                f"continue with: {continue_command(sweep_dir)}", self.signum)
 
 
-def continue_command(sweep_dir: Path, redacted: bool = True) -> str:
+def continue_command(sweep_dir: Path) -> str:
     """This command again, in the same sweep folder (finished jobs are kept, the rest run), without a
     storage URL's password (cnnsweep.credentials)."""
-    arguments = [redact_override(argument) if redacted else argument for argument in sys.argv[1:]
-                 if not argument.startswith("hydra.sweep.dir=")]
+    arguments = [redact_override(argument) for argument in sys.argv[1:] if not argument.startswith("hydra.sweep.dir=")]
     return shlex.join(["uv", "run", "python", sys.argv[0], *arguments, f"hydra.sweep.dir={sweep_dir}"])
 
 

@@ -32,8 +32,8 @@ from omegaconf import OmegaConf
 from cnnsweep.errors import first_line
 from cnnsweep.launch import hydra_internals
 from cnnsweep.launch.contract import JobCannotStart, JobOutcome, TrialJob, continuing, kept_or_unstarted, outcome
-from cnnsweep.launch.interrupts import INTERRUPTED, SWEEP
-from cnnsweep.run.records import mark_failed
+from cnnsweep.launch.interrupts import SWEEP
+from cnnsweep.run.records import INTERRUPTED, mark_failed
 
 log = logging.getLogger(__name__)
 

@@ -176,11 +176,6 @@ class SavedRun:
     def epochs_completed(self) -> int:
         return int(self.fields.get("epochs_completed") or 0)
 
-    @property
-    def baseline(self) -> bool:
-        """The search's trial 0 (the composed config itself)."""
-        return bool(self.fields.get("baseline"))
-
     def value(self, metric: str) -> Optional[float]:
         """A metric's finite value, else None."""
         value = self.fields.get(metric)

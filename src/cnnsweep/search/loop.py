@@ -10,10 +10,10 @@ per-epoch pruning, failure tolerance and no batch barrier.
   run from its task's return value, so completed, pruned and failed trials (even a job process that was
   killed) reach the study with the right state, and none is left RUNNING; trials of a dead sweep
   process are settled on the next start (same host) or by any worker's heartbeat check.
-- A new study's trial 0 is the composed config (the baseline); `timeout` stops launching; Ctrl-C or
+- A new study's trial 0 is the composed config (the baseline; with the grid sampler, the grid's trial at
+  its point); `timeout` stops launching; Ctrl-C or
   SIGTERM stops the search in order (cnnsweep.launch.interrupts); every bad setting is refused before trial 0.
 """
-
 
 from __future__ import annotations
 
