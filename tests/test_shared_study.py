@@ -13,6 +13,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import quote
 
 import optuna
 import pandas as pd
@@ -87,26 +88,54 @@ def test_an_unreachable_storage_is_one_error_line(run_cli, tiny_data: Path, tmp_
     assert "secret" not in result.stderr + result.stdout
 
 
-@pytest.mark.server
-def test_the_storage_password_lands_in_no_file(run_cli, tiny_data: Path, tmp_path: Path) -> None:
-    """A PostgreSQL search with the password in its URL: the trials reach the study (their pruning reports
-    are there), yet no file the search, its jobs or the report write holds the password."""
-    url, storage = postgres_storage(tmp_path)
+def leaked_password(url: str, study_name: str, *places: Path, consoles: tuple[str, ...] = ()) -> list[str]:
+    """Where the URL's password shows, as typed or %-escaped: files under `places`, console output, and
+    the study's own attributes (the study's and its trials' user and system attributes)."""
     password = url_password(url)
-    assert password, "the CI server's URL carries a password"
+    assert password and {"/", "@", ":", "%"} <= set(password), "the CI server's password has every awkward character"
+    forms = [password, quote(password, safe="")]
+    leaks = [str(path) for place in places for path in place.rglob("*")
+             if path.is_file() and any(form.encode() in path.read_bytes() for form in forms)]
+    leaks += [f"console {number}" for number, text in enumerate(consoles) if any(form in text for form in forms)]
+    storage = optuna.storages.RDBStorage(url)
+    study_id = storage.get_study_id_from_name(study_name)
+    trials = storage.get_all_trials(study_id)
+    attributes = [storage.get_study_user_attrs(study_id), storage.get_study_system_attrs(study_id),
+                  *(trial.user_attrs for trial in trials), *(trial.system_attrs for trial in trials)]
+    leaks += [f"study {study_name}" for text in map(repr, attributes) if any(form in text for form in forms)]
+    return leaks
+
+
+def postgres_search(run_cli, tiny_data: Path, tmp_path: Path, *launcher: str) -> tuple[str, str, str]:
+    """A two-trial search of tests/fake_run.py on the CI server, the password in its URL, on `launcher`; then
+    the report in another process, without the sweep's environment. Returns the URL, the study's name and
+    the console output of both."""
+    url, storage = postgres_storage(tmp_path)
     study_name = f"secret-{uuid.uuid4().hex[:8]}"
-    result = run_cli(*fake_search_args(tiny_data), "training.epochs=2", "hydra.sweeper.n_trials=2",
+    result = run_cli(*fake_search_args(tiny_data), *launcher, "training.epochs=2", "hydra.sweeper.n_trials=2",
                      f"hydra.sweeper.study_name={study_name}", f"hydra.sweeper.storage={url}",
                      f"hydra.sweep.dir={tmp_path / 'sweep'}", command=FAKE_RUN)
-    assert result.returncode == 0, result.stderr
-    report = run_cli(str(tmp_path / "sweep"), command=REPORT)  # another process, without the sweep's environment
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = run_cli(str(tmp_path / "sweep"), command=REPORT)
     assert report.returncode == 0, report.stderr
     trials = optuna.load_study(study_name=study_name, storage=storage).trials
     assert [trial.state for trial in trials] == [TrialState.COMPLETE] * 2
-    assert all(len(trial.intermediate_values) == 2 for trial in trials)  # each job process opened the study
-    leaked = [str(path) for path in tmp_path.rglob("*") if path.is_file() and password.encode() in path.read_bytes()]
-    assert leaked == [] and password not in result.stdout + result.stderr + report.stdout + report.stderr
+    assert all(len(trial.intermediate_values) == 2 for trial in trials)  # each job opened the study
     assert (tmp_path / "sweep" / "study.json").read_text().count(redact(url)) == 1
+    return url, study_name, "\n".join((result.stdout, result.stderr, report.stdout, report.stderr))
+
+
+@pytest.mark.server
+@pytest.mark.parametrize("launcher", [
+    (), ("~launcher", "hydra/launcher=basic"), ("launcher=slurm_local", "launcher.jobs=2")],
+    ids=["process", "hydra-adapter", "slurm-rehearsal"])
+def test_the_storage_password_lands_in_no_file(launcher: tuple[str, ...], run_cli, tiny_data: Path,
+                                               tmp_path: Path) -> None:
+    """A PostgreSQL search with the password in its URL, on each launcher (Slurm's pickles and .submitit logs
+    included; the real cluster's is tests/test_slurm_cluster.py): the jobs reach the study, yet no file under
+    the sweep or outputs folder, no console line and no study attribute holds the password."""
+    url, study_name, console = postgres_search(run_cli, tiny_data, tmp_path, *launcher)
+    assert leaked_password(url, study_name, tmp_path, consoles=(console,)) == []
 
 
 def sqlite_storage(tmp_path: Path) -> tuple[str, optuna.storages.BaseStorage]:

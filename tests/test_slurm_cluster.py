@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from conftest import FAKE_RUN, RUN, TINY_RUN, command_env, missing
 from test_interrupts import continue_with, interrupt_when, status
 from test_search import fake_search_args
+from test_shared_study import leaked_password, postgres_search
 
 PARTITION = os.environ.get("CNNSWEEP_TEST_SLURM_PARTITION")
 # The suite runs in parallel (pytest-xdist); these tests run one after another in one worker ("slurm"),
@@ -254,3 +255,12 @@ def test_ctrl_c_stops_a_slurm_grid_and_it_continues(tiny_data: Path, tmp_path: P
         if epochs:
             resumed = json.loads((sweep / str(job) / "metrics.json").read_text())["resumed_after_epoch"]
             assert resumed >= epochs and epochs_in(sweep / str(job)) == 40
+
+
+@pytest.mark.server
+def test_the_storage_password_reaches_no_slurm_file(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    """A PostgreSQL search on Slurm, the password in its URL: the jobs on the node open the study through
+    their environment, and neither submitit's pickles and logs nor the node's .hydra files hold it."""
+    url, study_name, console = postgres_search(run_cli, tiny_data, tmp_path, *on_slurm(2))
+    assert list((tmp_path / "sweep" / ".submitit").rglob("*.pkl")), "the jobs went through submitit's pickles"
+    assert leaked_password(url, study_name, tmp_path, consoles=(console,)) == []

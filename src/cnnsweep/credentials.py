@@ -1,5 +1,5 @@
-"""Passwords in storage URLs never land in a file: study.json, multirun.yaml, each job's .hydra/hydra.yaml
-and the logs get the URL without it. The sweep process puts it in its environment instead
+"""Passwords in storage URLs never land in a file: study.json, multirun.yaml, each job's .hydra/hydra.yaml,
+the launchers' configs and pickles (Slurm's .submitit folder) and the logs get the URL without it. The sweep process puts it in its environment instead
 (CNNSWEEP_STORAGE_PASSWORD), which its job processes inherit (Slurm jobs too: sbatch exports it), and
 a trial process opening the study puts it back. Better still, keep it out of the command line:
 PostgreSQL's own PGPASSWORD or ~/.pgpass serve every process, the report included.
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 from typing import TYPE_CHECKING, Any, Optional
+
+from omegaconf import DictConfig, open_dict, read_write
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
@@ -66,12 +68,20 @@ def redact_override(override: str) -> str:
     return override
 
 
-def redact_hydra_node(config: Any) -> None:
-    """Remove the storage password from a composed config's hydra node, in place (in an open_dict): the
-    sweeper's `storage` and the recorded `hydra.sweeper.storage=` override."""
-    if "storage" in config.hydra.sweeper:
-        config.hydra.sweeper.storage = redact(config.hydra.sweeper.storage)
-    config.hydra.overrides.hydra = [redact_override(item) for item in config.hydra.overrides.hydra]
+def redact_hydra_node(config: DictConfig) -> None:
+    """Remove the storage password from a composed config's hydra node, in place: the sweeper's `storage`
+    and the recorded `hydra.sweeper.storage=` override."""
+    with read_write(config), open_dict(config):
+        if "storage" in config.hydra.sweeper:
+            config.hydra.sweeper.storage = redact(config.hydra.sweeper.storage)
+        config.hydra.overrides.hydra = [redact_override(item) for item in config.hydra.overrides.hydra]
+
+
+def redacted(config: DictConfig) -> DictConfig:
+    """A copy of a composed config without the storage password (for files, launchers and pickles)."""
+    copy = config.copy()
+    redact_hydra_node(copy)
+    return copy
 
 
 def _password(url: "URL") -> Optional[str]:

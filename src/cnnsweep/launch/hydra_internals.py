@@ -37,7 +37,7 @@ def compose_job_config(hydra_context: HydraContext, sweep_config: DictConfig, ov
     with open_dict(job_config):
         job_config.hydra.job.id = number
         job_config.hydra.job.num = number
-        redact_hydra_node(job_config)  # the job's .hydra/hydra.yaml gets no password
+    redact_hydra_node(job_config)  # the job's .hydra/hydra.yaml gets no password
     return job_config
 
 
@@ -46,9 +46,14 @@ def job_dir(job_config: DictConfig) -> Path:
     return Path(str(job_config.hydra.sweep.dir)) / str(job_config.hydra.sweep.subdir)
 
 
-def hydra_state() -> dict[Any, Any]:
-    """Hydra's singletons of this process (config loader, job runtime, ...), to hand to a job process."""
-    return Singleton.get_state()["instances"]
+def hydra_state() -> dict[str, Any]:
+    """Hydra's singletons and resolvers of this process (config loader, job runtime, ...), to hand to a job
+    process or a Slurm job: a copy whose HydraConfig holds no storage password, since it is pickled."""
+    state = Singleton.get_state()
+    hydra_config = state["instances"].get(HydraConfig)
+    if hydra_config is not None and hydra_config.cfg is not None:
+        redact_hydra_node(hydra_config.cfg)
+    return state
 
 
 def run_job_here(hydra_context: HydraContext, task_function: TaskFunction, job_config: DictConfig,

@@ -118,7 +118,7 @@ class Worker:
         number = job_config.hydra.job.num
         job_dir = hydra_internals.job_dir(job_config)
         spec_path, result_path = control_dir / f"{number}.spec.pkl", control_dir / f"{number}.result.pkl"
-        spec = JobSpec(hydra_context, job_config, hydra_internals.hydra_state(), task_reference(task_function),
+        spec = JobSpec(hydra_context, job_config, hydra_internals.hydra_state()["instances"], task_reference(task_function),
                        str(result_path))
         spec_path.write_bytes(pickle.dumps(spec))
         self.jobs_run += 1

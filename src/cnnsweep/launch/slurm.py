@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
 import submitit
-from hydra.core.singleton import Singleton
 from hydra.core.utils import JobStatus, filter_overrides
 from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import BaseSubmititLauncher
@@ -137,7 +136,7 @@ def _submit(launcher: BaseSubmititLauncher, job: TrialJob, submissions: Submissi
     executor = _executor(launcher)
     try:
         return executor.submit(launcher, list(job.overrides), "hydra.sweep.dir", job.number,
-                               f"job_id_for_{job.number}", Singleton.get_state())
+                               f"job_id_for_{job.number}", hydra_internals.hydra_state())
     except Exception as error:  # sbatch's refusal, as submitit raises it
         lines = [line.strip() for line in str(error).splitlines() if "error:" in line] or [str(error).strip()]
         reason = lines[-1].split("error:", 1)[-1].strip()

@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from cnnsweep.credentials import redact_hydra_node
+from cnnsweep.credentials import redacted
 from cnnsweep.run.records import write_atomic
 from cnnsweep.search.study import RUN_DIR_ATTR, StudySpec
 
@@ -50,10 +50,3 @@ def write_results(sweep_dir: Path, study: optuna.Study, spec: StudySpec) -> None
                      point["params"])
     write_atomic(sweep_dir / RESULTS_FILE, OmegaConf.to_yaml(OmegaConf.create(results)))
 
-
-def redacted(config: DictConfig) -> DictConfig:
-    """The sweep config without the storage URL's password (cnnsweep.credentials)."""
-    copy = config.copy()
-    with open_dict(copy):
-        redact_hydra_node(copy)
-    return copy

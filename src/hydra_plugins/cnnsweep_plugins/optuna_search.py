@@ -34,12 +34,17 @@ class OptunaSearchSweeper(Sweeper):
         self.search: Optional["Search"] = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        from cnnsweep.credentials import redacted
         from cnnsweep.launch import hydra_internals
         from cnnsweep.launch.contract import trial_launcher
         from cnnsweep.search.loop import Search
 
-        launcher = hydra_internals.instantiate_launcher(hydra_context, task_function, config)
-        self.search = Search(self.settings, trial_launcher(launcher, hydra_context, config), config, hydra_context)
+        # The launcher writes and pickles its config (Slurm, Hydra's own launchers): it never sees the password,
+        # which reaches the jobs through their environment (cnnsweep.credentials).
+        launcher_config = redacted(config)
+        launcher = hydra_internals.instantiate_launcher(hydra_context, task_function, launcher_config)
+        self.search = Search(self.settings, trial_launcher(launcher, hydra_context, launcher_config), config,
+                             hydra_context)
 
     def sweep(self, arguments: List[str]) -> None:
         from cnnsweep.callbacks import leaderboard_on_early_end
