@@ -9,9 +9,11 @@ find, pruners something to cut, and every result is exactly reproducible.
 Each epoch takes FAKE_EPOCH_SECONDS (default 0.02) so tests can kill a job mid-run; optimizer.lr >= 1
 gives a NaN loss, as a real run would; a run whose model.filters equals FAKE_KILL_FILTERS kills its own
 process with SIGKILL after its first epoch, as the kernel's out-of-memory killer would. Like the Keras
-trainer it checkpoints after every epoch (checkpoint.json: the epoch, which is all the state arithmetic
-has) and removes the checkpoint when it ends; with training.resume=true a run continues after its
-checkpoint's epoch, keeping the history rows up to it, and without a checkpoint it starts over.
+trainer it checkpoints after every epoch through cnnsweep.run.checkpoints (a state file without a model:
+the epoch is all the state arithmetic has) and removes its checkpoints when it ends; with
+training.resume=true a run continues after its newest readable checkpoint's epoch, keeping the history
+rows up to it, and without one it refuses (a single run) or starts again (a sweep's job), as the Keras
+trainer does.
 
     uv run python tests/fake_run.py -m sweeps=quick dataset.path=tiny.npz dataset.val_size=16
 """
@@ -36,7 +38,8 @@ from cnnsweep.errors import TrainingError, run_with_one_line_errors
 from cnnsweep.run.hardware import launcher_assignment, thread_counts
 from cnnsweep.run.model import conv_widths
 from cnnsweep.project import CONF_DIR
-from cnnsweep.run.records import CHECKPOINT_EPOCH_FILE, HISTORY_FILE, read_history, write_history, write_json
+from cnnsweep.run.checkpoints import Checkpoint, Checkpoints, ResumePoint
+from cnnsweep.run.records import HISTORY_FILE, write_history
 from cnnsweep.run.trainer import EpochCallback, TrainingResult
 
 EPOCH_SECONDS_ENV = "FAKE_EPOCH_SECONDS"
@@ -57,13 +60,16 @@ class ArithmeticTrainer:
                 "inter_op_threads": inter_op}
 
     def train(self, config: RunConfig, data: Dataset, run_dir: Path, show_progress_bar: bool,
-              on_epoch: EpochCallback) -> TrainingResult:
+              on_epoch: EpochCallback, restart_if_unresumable: bool) -> TrainingResult:
         epoch_seconds = float(os.environ.get(EPOCH_SECONDS_ENV, "0.02"))
         top = ceiling(config)
-        rows = resumed_rows(run_dir) if config.training.resume else []
-        resumed, stopped_early = len(rows), False
+        checkpoints = Checkpoints(run_dir)
+        point = ResumePoint(0, [])
+        if config.training.resume:
+            point = checkpoints.resume_point(load_model_file, restart_if_unresumable)
+        rows, stopped_early = list(point.rows), False
         started = time.perf_counter()
-        for epoch in range(len(rows) + 1, config.training.epochs + 1):
+        for epoch in range(point.epoch + 1, config.training.epochs + 1):
             time.sleep(epoch_seconds)
             accuracy = top * (1 - 0.5 ** epoch)
             loss = math.nan if config.optimizer.lr >= 1 else 1 - accuracy
@@ -73,7 +79,7 @@ class ArithmeticTrainer:
             row["seconds"] = epoch_seconds
             rows.append(row)
             write_history(run_dir / HISTORY_FILE, rows)
-            write_json(run_dir / CHECKPOINT_EPOCH_FILE, {"epoch": epoch})
+            checkpoints.save(epoch, {}, lambda path: path.write_text(json.dumps({"epoch": epoch})))
             if os.environ.get(KILL_FILTERS_ENV) == str(config.model.filters):
                 os.kill(os.getpid(), signal.SIGKILL)
             if math.isnan(loss):
@@ -82,7 +88,7 @@ class ArithmeticTrainer:
             if on_epoch(row):
                 stopped_early = True
                 break
-        (run_dir / CHECKPOINT_EPOCH_FILE).unlink(missing_ok=True)  # the run's end state is recorded: nothing to resume
+        checkpoints.remove()  # the run's end state is recorded: nothing to resume
         last = rows[-1]
         seconds = time.perf_counter() - started
         widths = conv_widths(config.model)
@@ -91,17 +97,16 @@ class ArithmeticTrainer:
             "val_accuracy": last.get("val_accuracy"), "val_loss": last.get("val_loss"),
             "params": sum(widths) * 9 + config.model.dense_units * 11,
             "epochs_completed": len(rows), "train_seconds": seconds, "eval_seconds": 0.0,
-            "seconds_per_epoch": seconds / len(rows), "resumed_after_epoch": resumed or None,
+            "seconds_per_epoch": seconds / len(rows), "resumed_after_epoch": point.epoch or None,
+            **({"restarted": point.restarted} if point.restarted else {}),
         }, stopped_early=stopped_early)
 
 
-def resumed_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """The history rows up to the checkpoint's epoch; none without a readable checkpoint."""
-    try:
-        epoch = int(json.loads((run_dir / CHECKPOINT_EPOCH_FILE).read_text())["epoch"])
-    except (OSError, ValueError, KeyError):
-        return []
-    return [row for row in read_history(run_dir / HISTORY_FILE) if row["epoch"] <= epoch]
+def load_model_file(checkpoint: Checkpoint) -> None:
+    """The arithmetic trainer's "model" file names its epoch; a damaged one raises, as Keras' loader does."""
+    saved = json.loads(checkpoint.model_path.read_text())["epoch"]
+    if saved != checkpoint.epoch:
+        raise ValueError(f"the model file holds epoch {saved}, not {checkpoint.epoch}")
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")

@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from cnnsweep.run.checkpoints import Checkpoints
 from conftest import FAKE_RUN, RUN, TINY_RUN, command_env, missing
 from test_interrupts import continue_with, interrupt_when, status
 from test_search import fake_search_args
@@ -193,14 +194,7 @@ def test_a_preempted_keras_job_resumes_with_the_history_it_would_have_had(mnist_
     command = [*RUN, "-m", *on_slurm(2), *TINY_RUN, "dataset.max_train=2048", "training.epochs=5",
                "model.dropout=0.3", "dataset.val_size=128", "seed=2,2", f"hydra.sweep.dir={sweep}"]
 
-    def checkpointed(epochs: int) -> bool:
-        saved = sweep / "1" / "checkpoint.json"
-        try:
-            return json.loads(saved.read_text())["epoch"] >= epochs
-        except (OSError, ValueError, KeyError):
-            return False
-
-    preempter = when(lambda: checkpointed(2), lambda: subprocess.run(
+    preempter = when(lambda: max(Checkpoints(sweep / "1").epochs(), default=0) >= 2, lambda: subprocess.run(
         ["scancel", "--signal=USR2", slurm_job_id(sweep / "1")], check=True), timeout=300)
     result = subprocess.run(command, cwd=tmp_path, env=command_env(CNNSWEEP_DATA_DIR=str(mnist_dir)),
                             capture_output=True, text=True, timeout=600)

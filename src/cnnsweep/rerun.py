@@ -14,6 +14,7 @@ from pathlib import Path
 
 from cnnsweep.errors import ConfigError
 from cnnsweep.project import RUN_SCRIPT
+from cnnsweep.run.checkpoints import Checkpoints
 from cnnsweep.run.config import RESUME_OVERRIDE
 from cnnsweep.run.records import COMPLETED, RunRecord
 
@@ -46,10 +47,17 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
 
 
 def _check_resumable(run_dir: Path) -> None:
-    """Resuming trains in the run's own folder: a completed run would be overwritten, so it is refused."""
+    """Resuming trains in the run's own folder: a completed run would be overwritten, and one without a
+    checkpoint would start over on top of its history, so both are refused. (A checkpoint that turns out
+    to be unreadable is refused by the run itself: cnnsweep.run.checkpoints.)"""
     if RunRecord.read(run_dir).status == COMPLETED:
         raise ConfigError(f"{run_dir}: the run completed, there is nothing to resume; rerun it without --resume "
                           "(a new folder under outputs/reruns) to train it again")
+    checkpoints = Checkpoints(run_dir)
+    if not checkpoints.epochs():
+        raise ConfigError(f"cannot resume {run_dir}: no checkpoint in {checkpoints.folder} (the run ended before "
+                          "its first epoch did, or wrote none); rerun it without --resume to train it again from "
+                          "epoch 1 in a new folder")
 
 
 def replay(arguments: list[str]) -> None:

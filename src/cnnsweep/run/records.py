@@ -31,8 +31,6 @@ METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
 ENVIRONMENT_FILE = "environment.json"
 MODEL_FILE = "model.keras"
-CHECKPOINT_FILE = "checkpoint.keras"  # the model and optimizer after the last finished epoch, until the run ends
-CHECKPOINT_EPOCH_FILE = "checkpoint.json"  # which epoch checkpoint.keras holds
 NATIVE_LOG_FILE = "tensorflow.log"  # what TensorFlow's native code printed while it started
 NATIVE_LOG_ENV = "CNNSWEEP_TF_LOGS"  # 1: those lines on the console instead, as TensorFlow prints them
 # A run's status in metrics.json: `running` until it ends `completed`, `pruned` (a search stopped it

@@ -47,10 +47,10 @@ class KerasTrainer:
         return hardware.configure(config.hardware, config.seed)
 
     def train(self, config: RunConfig, data: Dataset, run_dir: Path, show_progress_bar: bool,
-              on_epoch: EpochCallback) -> TrainingResult:
+              on_epoch: EpochCallback, restart_if_unresumable: bool) -> TrainingResult:
         from cnnsweep.run.training import train  # imports Keras, so only after prepare()
 
-        return train(config, data, run_dir, show_progress_bar, on_epoch)
+        return train(config, data, run_dir, show_progress_bar, on_epoch, restart_if_unresumable)
 
 
 def no_reporter() -> Optional[EpochReporter]:
@@ -110,7 +110,9 @@ def _run(cfg: DictConfig, trainer: Trainer, reporter: ReporterFactory, run_dir: 
             log.info("%s%s", prefix, _epoch_line(row, config.training.epochs))
         return trial is not None and trial.should_stop(row)
 
-    result = trainer.train(config, data, run_dir, progress is Progress.bar, on_epoch)
+    # A sweep's job that cannot resume starts again (its sweep wants the result); a single run refuses.
+    result = trainer.train(config, data, run_dir, progress is Progress.bar, on_epoch,
+                           restart_if_unresumable=in_multirun)
     metrics = result.metrics
     metric, direction = config.objective_metric, config.objective_direction
     value = float(metrics[metric])

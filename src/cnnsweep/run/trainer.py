@@ -24,8 +24,10 @@ class Trainer(Protocol):
         """Set up devices, threads and seeds before training; describe them for environment.json."""
 
     def train(self, config: RunConfig, data: Dataset, run_dir: Path, show_progress_bar: bool,
-              on_epoch: EpochCallback) -> TrainingResult:
-        """Train and evaluate; keep run_dir's history.csv current and save the model there."""
+              on_epoch: EpochCallback, restart_if_unresumable: bool) -> TrainingResult:
+        """Train and evaluate; keep run_dir's history.csv and checkpoints current and save the model there.
+        With training.resume and no usable checkpoint: refuse (ConfigError), or start again from epoch 1
+        when `restart_if_unresumable` (cnnsweep.run.checkpoints)."""
 
 
 class EpochReporter(Protocol):

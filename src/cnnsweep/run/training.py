@@ -5,7 +5,6 @@ Imported only after `hardware.configure`, because importing Keras starts TensorF
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -17,21 +16,12 @@ import numpy as np
 import tensorflow as tf
 
 from cnnsweep.errors import ConfigError, DiskFull, TrainingError, first_line
+from cnnsweep.run.checkpoints import Checkpoint, Checkpoints, ResumePoint
 from cnnsweep.run.config import LrSchedule, OptimizerConfig, RunConfig, TrainingConfig
 from cnnsweep.run.data import Dataset
 from cnnsweep.run.hardware import make_strategy
 from cnnsweep.run.model import build_model
-from cnnsweep.run.records import (
-    CHECKPOINT_EPOCH_FILE,
-    CHECKPOINT_FILE,
-    HISTORY_FILE,
-    MODEL_FILE,
-    disk_full_errno,
-    read_history,
-    save_model,
-    write_history,
-    write_json,
-)
+from cnnsweep.run.records import HISTORY_FILE, MODEL_FILE, disk_full_errno, save_model, write_history
 from cnnsweep.run.tensorboard_hparams import TENSORBOARD_DIR, write_hparams
 from cnnsweep.run.trainer import TrainingResult
 
@@ -91,51 +81,42 @@ class EpochRecorder(keras.callbacks.Callback):
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """After every epoch (once history.csv has it): the model with its optimizer state, saved atomically,
-    then the epoch it holds, so a killed run can continue from there (training.resume)."""
+    """After every epoch (once history.csv has it): the model with its optimizer state and its random
+    generators' state, as the run's newest checkpoint (cnnsweep.run.checkpoints), so a killed run can
+    continue from there (training.resume)."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, checkpoints: Checkpoints) -> None:
         super().__init__()
-        self.run_dir = run_dir
+        self.checkpoints = checkpoints
         self.saving = True
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
         if not self.saving:
             return
         try:
-            save_model(self.model, self.run_dir / CHECKPOINT_FILE)
-            write_json(self.run_dir / CHECKPOINT_EPOCH_FILE,
-                       {"epoch": epoch + 1, "random_state": random_state(self.model)})
+            self.checkpoints.save(epoch + 1, {"random_state": random_state(self.model)},
+                                  lambda path: save_model(self.model, path))
         except (DiskFull, OSError) as error:  # a checkpoint is a convenience: on a full disk, training goes on
             if not isinstance(error, DiskFull) and disk_full_errno(error) is None:
                 raise
-            self.remove()  # never one epoch's model beside another epoch's record
+            self.checkpoints.remove()  # never one epoch's model beside another epoch's record
             self.saving = False
             log.warning("checkpoint after epoch %d not saved (%s); training goes on without checkpoints",
                         epoch + 1, error)
 
-    def remove(self) -> None:
-        for name in (CHECKPOINT_EPOCH_FILE, CHECKPOINT_FILE):
-            (self.run_dir / name).unlink(missing_ok=True)
 
+def checkpoint_loader(model: keras.Model) -> Callable[[Checkpoint], None]:
+    """Loads a checkpoint into `model`: weights, optimizer state, random-generator state."""
 
-def restore_checkpoint(model: keras.Model, run_dir: Path) -> tuple[int, list[dict[str, Any]]]:
-    """Load the run folder's checkpoint into `model` (weights, optimizer state, random-generator state);
-    return the epochs it completed and their history rows. (0, []) without a checkpoint."""
-    try:
-        saved = json.loads((run_dir / CHECKPOINT_EPOCH_FILE).read_text())
-        epoch = int(saved["epoch"])
-        rows = [row for row in read_history(run_dir / HISTORY_FILE) if row["epoch"] <= epoch]
-    except (OSError, ValueError, KeyError):
-        return 0, []
-    if len(rows) != epoch or not (run_dir / CHECKPOINT_FILE).is_file():
-        return 0, []
-    model.optimizer.build(model.trainable_variables)  # else Keras skips the saved optimizer state
-    model.load_weights(run_dir / CHECKPOINT_FILE)
-    for variable in model.variables:  # load_weights leaves the dropout generators' counters at 0
-        if variable.path in saved.get("random_state", {}):
-            variable.assign(np.array(saved["random_state"][variable.path], dtype=variable.dtype))
-    return epoch, rows
+    def load(checkpoint: Checkpoint) -> None:
+        model.optimizer.build(model.trainable_variables)  # else Keras skips the saved optimizer state
+        model.load_weights(checkpoint.model_path)
+        saved = checkpoint.state.get("random_state", {})
+        for variable in model.variables:  # load_weights leaves the dropout generators' counters at 0
+            if variable.path in saved:
+                variable.assign(np.array(saved[variable.path], dtype=variable.dtype))
+
+    return load
 
 
 def random_state(model: keras.Model) -> dict[str, list[int]]:
@@ -202,27 +183,36 @@ def train(
     run_dir: Path,
     show_progress_bar: bool,
     on_epoch: Callable[[dict[str, Any]], bool],
+    restart_if_unresumable: bool = False,
     strategy: Optional[tf.distribute.Strategy] = None,
 ) -> TrainingResult:
     """Compile (or resume), fit and finish; raise TrainingError (after history.csv is written) if the loss
     went NaN.
 
-    `on_epoch` gets each epoch's history row and returns True to stop training there. The model is
-    built in `strategy`'s scope (default: from hardware.distribution), one batch per replica per step.
+    `on_epoch` gets each epoch's history row and returns True to stop training there. With
+    training.resume, a run without a usable checkpoint refuses, or with `restart_if_unresumable` (a sweep's
+    job) starts again from epoch 1 (cnnsweep.run.checkpoints). The model is built in `strategy`'s scope
+    (default: from hardware.distribution), one batch per replica per step.
     """
     strategy = strategy or make_strategy(config.hardware)
     batch_size = config.training.batch_size * strategy.num_replicas_in_sync
+    checkpoints = Checkpoints(run_dir)
     model = compiled_model(config, data, strategy, batch_size)
-    first_epoch, earlier = resume_point(model, run_dir, strategy) if config.training.resume else (0, [])
-    recorder = EpochRecorder(run_dir / HISTORY_FILE, on_epoch, earlier)
-    checkpoint = EpochCheckpoint(run_dir)
-    train_seconds = fit(model, config, data, run_dir, batch_size, first_epoch, [recorder, checkpoint],
-                        show_progress_bar)
+    point = ResumePoint(0, [])
+    if config.training.resume:
+        point = resume_point(model, checkpoints, strategy, restart_if_unresumable)
+    if point.restarted is not None:  # a failed load may have left part of a damaged checkpoint in the model
+        keras.utils.set_random_seed(config.seed)
+        model = compiled_model(config, data, strategy, batch_size)
+    recorder = EpochRecorder(run_dir / HISTORY_FILE, on_epoch, point.rows)
+    train_seconds = fit(model, config, data, run_dir, batch_size, point.epoch,
+                        [recorder, EpochCheckpoint(checkpoints)], show_progress_bar)
     metrics = {**evaluate(model, data, batch_size, recorder.rows, train_seconds),
                "replicas": strategy.num_replicas_in_sync, "global_batch_size": batch_size,
-               "resumed_after_epoch": first_epoch or None}
+               "resumed_after_epoch": point.epoch or None,
+               **({"restarted": point.restarted} if point.restarted else {})}
     finish(model, config, run_dir, metrics)
-    checkpoint.remove()  # model.keras holds the end state now
+    checkpoints.remove()  # model.keras holds the end state now
     return TrainingResult(metrics=metrics, stopped_early=recorder.stopped_early)
 
 
@@ -241,13 +231,14 @@ def compiled_model(config: RunConfig, data: Dataset, strategy: tf.distribute.Str
     return model
 
 
-def resume_point(model: keras.Model, run_dir: Path, strategy: tf.distribute.Strategy) -> tuple[int, list[dict[str, Any]]]:
-    """training.resume: the run folder's checkpoint loaded into `model`; the epochs it holds and their rows."""
+def resume_point(model: keras.Model, checkpoints: Checkpoints, strategy: tf.distribute.Strategy,
+                 restart: bool) -> ResumePoint:
+    """training.resume: the newest usable checkpoint loaded into `model`; the epochs it holds and their rows."""
     with strategy.scope():
-        first_epoch, earlier = restore_checkpoint(model, run_dir)
-    log.info("%s", f"resuming after epoch {first_epoch} from {run_dir / CHECKPOINT_FILE}" if first_epoch
-             else f"no checkpoint to resume from in {run_dir}; training from epoch 1")
-    return first_epoch, earlier
+        point = checkpoints.resume_point(checkpoint_loader(model), restart)
+    if point.epoch:
+        log.info("resuming after epoch %d from %s", point.epoch, checkpoints.model_path(point.epoch))
+    return point
 
 
 def fit(model: keras.Model, config: RunConfig, data: Dataset, run_dir: Path, batch_size: int, first_epoch: int,
