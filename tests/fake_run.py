@@ -8,7 +8,8 @@ find, pruners something to cut, and every result is exactly reproducible.
 
 Each epoch takes FAKE_EPOCH_SECONDS (default 0.02) so tests can kill a job mid-run; optimizer.lr >= 1
 gives a NaN loss, as a real run would; a run whose model.filters equals FAKE_KILL_FILTERS kills its own
-process with SIGKILL after its first epoch, as the kernel's out-of-memory killer would. Like the Keras
+process with SIGKILL after its first epoch, as the kernel's out-of-memory killer would; one whose
+model.filters equals FAKE_DEAF_FILTERS ignores SIGINT, as a run stuck in native code does. Like the Keras
 trainer it checkpoints after every epoch through cnnsweep.run.checkpoints (a state file without a model:
 the epoch is all the state arithmetic has) and removes its checkpoints when it ends; with
 training.resume=true a run continues after its newest readable checkpoint's epoch, keeping the history
@@ -44,6 +45,7 @@ from cnnsweep.run.trainer import EpochCallback, TrainingResult
 
 EPOCH_SECONDS_ENV = "FAKE_EPOCH_SECONDS"
 KILL_FILTERS_ENV = "FAKE_KILL_FILTERS"
+DEAF_FILTERS_ENV = "FAKE_DEAF_FILTERS"
 
 
 def ceiling(config: RunConfig) -> float:
@@ -55,6 +57,8 @@ def ceiling(config: RunConfig) -> float:
 
 class ArithmeticTrainer:
     def prepare(self, config: RunConfig) -> dict[str, Any]:
+        if os.environ.get(DEAF_FILTERS_ENV) == str(config.model.filters):
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         intra_op, inter_op = thread_counts(config.hardware)
         return {"device": "fake", **launcher_assignment(), "intra_op_threads": intra_op,
                 "inter_op_threads": inter_op}

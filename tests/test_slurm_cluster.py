@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import threading
 import time
@@ -19,6 +20,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from cnnsweep.launch.slurm import INTERRUPT_GRACE_SECONDS
 from cnnsweep.run.checkpoints import Checkpoints
 from conftest import FAKE_RUN, RUN, TINY_RUN, command_env, missing
 from test_interrupts import continue_with, interrupt_when, status
@@ -133,8 +135,8 @@ def test_a_grid_goes_on_past_a_cancelled_job_and_a_killed_one(tiny_data: Path, t
     assert error_of(sweep / "1") == (f"Slurm job {cancelled[0]} (CANCELLED by 0) ended without a result: cancelled "
                                      "(scancel or the cluster)")
     killed = slurm_job_id(sweep / "2")
-    assert error_of(sweep / "2") == (f"Slurm job {killed} (FAILED) ended without a result: its process was killed, "
-                                     "or crashed outside Python")
+    assert error_of(sweep / "2") == (f"Slurm job {killed} (FAILED) ended without a result: its process ended with "
+                                     "signal 9, SIGKILL")
     board = pd.read_csv(sweep / "leaderboard.csv").set_index("model.filters")
     assert list(board.loc[[5, 6], "status"]) == ["failed", "failed"] and board.loc[4, "epochs_completed"] == 16
     assert len(pd.read_csv(sweep / "2" / "history.csv")) == 1  # what the killed job measured is kept
@@ -183,6 +185,51 @@ def test_a_job_at_its_time_limit_is_requeued_and_resumes(tiny_data: Path, tmp_pa
     logs = "".join(path.read_text() for path in (sweep / ".submitit" / job_id).glob("*_log.*"))
     assert "DUE TO JOB REQUEUE" in logs and f"Requeued job {job_id}" in logs  # Slurm's words, and submitit's
     assert "training.resume=true" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+
+@pytest.mark.xdist_group("slurm-clock")
+def test_a_job_past_its_requeues_fails_at_its_time_limit(tiny_data: Path, tmp_path: Path) -> None:
+    """launcher.max_num_timeout=0: the job is signalled before its 1-minute limit and is not requeued; its
+    run fails with submitit's reason (README names it, and the setting to raise) and keeps the epochs it
+    trained, and the sweep exits 1 naming it."""
+    sweep = tmp_path / "grid"
+    command = [*FAKE_RUN, "-m", *on_slurm(1, "launcher.timeout_min=1", "launcher.signal_delay_s=30",
+                                          "launcher.max_num_timeout=0"), "model.filters=4", "training.epochs=300",
+               f"dataset.path={tiny_data}", f"hydra.sweep.dir={sweep}"]
+    result = subprocess.run(command, cwd=tmp_path, env=command_env(FAKE_EPOCH_SECONDS="1"), capture_output=True,
+                            text=True, timeout=400)
+    assert result.returncode == 1, result.stderr[-3000:]
+    run_dir = sweep / "0"
+    assert error_of(run_dir) == "UncompletedJobError: Job not requeued because: timed-out too many times."
+    assert "error: 1 of 1 jobs failed" in result.stderr and "timed-out too many times" in result.stderr
+    assert status(run_dir) == "failed" and 10 <= epochs_in(run_dir) < 300  # what it trained is kept
+    assert "training.resume=true" not in (run_dir / ".hydra" / "overrides.yaml").read_text()  # never requeued
+
+
+@pytest.mark.xdist_group("slurm-clock")
+def test_a_job_deaf_to_the_interrupt_is_cancelled_after_the_grace_period(tiny_data: Path, tmp_path: Path) -> None:
+    """Ctrl-C of the sweep while its job ignores SIGINT (stuck in native code): the sweep waits the grace
+    period, then cancels the job, records it interrupted and exits 130 with nothing left in the queue."""
+    sweep = tmp_path / "grid"
+    run_dir = sweep / "0"
+    command = [*FAKE_RUN, "-m", *on_slurm(1), "model.filters=4", "training.epochs=300", f"dataset.path={tiny_data}",
+               f"hydra.sweep.dir={sweep}"]
+    process = subprocess.Popen(command, cwd=tmp_path, env=command_env(FAKE_EPOCH_SECONDS="1", FAKE_DEAF_FILTERS="4"),
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while epochs_in(run_dir) < 1:
+        assert process.poll() is None and time.monotonic() < deadline, "the job did not start training"
+        time.sleep(0.2)
+    os.kill(process.pid, signal.SIGINT)
+    signalled, epochs_then = time.monotonic(), epochs_in(run_dir)
+    _, stderr = process.communicate(timeout=300)
+    waited = time.monotonic() - signalled
+    assert process.returncode == 130, stderr[-3000:]
+    assert INTERRUPT_GRACE_SECONDS <= waited < INTERRUPT_GRACE_SECONDS + 120
+    assert epochs_in(run_dir) >= epochs_then + INTERRUPT_GRACE_SECONDS / 2  # it trained on, deaf to SIGINT
+    assert status(run_dir) == "interrupted"
+    assert error_of(run_dir) == f"interrupted: the sweep stopped Slurm job {slurm_job_id(run_dir)} (CANCELLED by 0)"
+    assert not queued_jobs(tmp_path)
 
 
 @pytest.mark.tensorflow

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -196,6 +197,16 @@ def _saved_overrides(run_dir: Path) -> Optional[list[str]]:
 
 def _without_resume(overrides: Sequence[str]) -> list[str]:
     return [override for override in overrides if override != RESUME_OVERRIDE]
+
+
+def describe_exit(returncode: int) -> str:
+    """How a process ended, from its return code (negative: the signal that killed it)."""
+    if returncode < 0:
+        try:
+            return f"signal {-returncode}, {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"signal {-returncode}"
+    return f"exit code {returncode}"
 
 
 def trial_launcher(launcher: Launcher, hydra_context: HydraContext, config: DictConfig) -> TrialLauncher:

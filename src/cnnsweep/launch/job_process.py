@@ -37,7 +37,7 @@ from omegaconf import DictConfig
 
 from cnnsweep.errors import ConfigError
 from cnnsweep.launch import hydra_internals
-from cnnsweep.launch.contract import JobOutcome, failed, outcome
+from cnnsweep.launch.contract import JobOutcome, describe_exit, failed, outcome
 from cnnsweep.launch.interrupts import SWEEP
 
 
@@ -159,7 +159,7 @@ class Worker:
                 return None
             returncode = self.process.wait()
             self._forget()
-            return f"job process died ({_describe_exit(returncode)}); it was killed or crashed outside Python"
+            return f"job process died ({describe_exit(returncode)}); it was killed or crashed outside Python"
 
     def _start(self) -> None:
         commands_read, commands_write = os.pipe()
@@ -210,15 +210,6 @@ def resident_bytes(pid: int) -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0
-
-
-def _describe_exit(returncode: int) -> str:
-    if returncode < 0:
-        try:
-            return f"signal {-returncode}, {signal.Signals(-returncode).name}"
-        except ValueError:
-            return f"signal {-returncode}"
-    return f"exit code {returncode}"
 
 
 def _die_with_parent() -> None:

@@ -20,6 +20,7 @@ import threading
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Optional
 
 import submitit
@@ -30,7 +31,15 @@ from omegaconf import OmegaConf
 
 from cnnsweep.errors import first_line
 from cnnsweep.launch import hydra_internals
-from cnnsweep.launch.contract import JobCannotStart, JobOutcome, TrialJob, continuing, kept_or_unstarted, outcome
+from cnnsweep.launch.contract import (
+    JobCannotStart,
+    JobOutcome,
+    TrialJob,
+    continuing,
+    describe_exit,
+    kept_or_unstarted,
+    outcome,
+)
 from cnnsweep.launch.interrupts import SWEEP
 from cnnsweep.run.records import INTERRUPTED, mark_failed
 
@@ -60,8 +69,8 @@ STATE_HINTS = {
     "NODE_FAIL": "its node failed: rerun the same command to run it again",
     "CANCELLED": "cancelled (scancel or the cluster)",
     "PREEMPTED": "preempted and not requeued",
-    "FAILED": "its process was killed, or crashed outside Python",
 }
+TRACEBACK = "Traceback (most recent call last):"
 
 
 @dataclass
@@ -137,12 +146,21 @@ def _submit(launcher: BaseSubmititLauncher, job: TrialJob, submissions: Submissi
     try:
         return executor.submit(launcher, list(job.overrides), "hydra.sweep.dir", job.number,
                                f"job_id_for_{job.number}", hydra_internals.hydra_state())
-    except Exception as error:  # sbatch's refusal, as submitit raises it
-        lines = [line.strip() for line in str(error).splitlines() if "error:" in line] or [str(error).strip()]
+    except Exception as error:
+        raise submissions.refuse(submission_error(job.number, error)) from None
+
+
+def submission_error(number: int, error: Exception) -> JobCannotStart:
+    """Why job `number` was not submitted: sbatch's own message when sbatch refused it (submitit raises
+    its stderr, from the CalledProcessError), else the exception itself (sbatch missing, a pickling
+    error, an unwritable .submitit folder)."""
+    if isinstance(error.__cause__, subprocess.CalledProcessError):
+        lines = [line.strip() for line in str(error).splitlines() if "error:" in line] or [first_line(error)]
         reason = lines[-1].split("error:", 1)[-1].strip()
-        raise submissions.refuse(JobCannotStart(
-            f"Slurm refused job {job.number}: {reason}; change launcher.partition, launcher.cpus, launcher.mem_gb "
-            f"or launcher.gpus (null for CPU-only jobs) to fit the cluster (sinfo -o '%P %c %m %G' lists it)"))
+        return JobCannotStart(
+            f"Slurm refused job {number}: {reason}; change launcher.partition, launcher.cpus, launcher.mem_gb "
+            f"or launcher.gpus (null for CPU-only jobs) to fit the cluster (sinfo -o '%P %c %m %G' lists it)")
+    return JobCannotStart(f"job {number} could not be submitted: {type(error).__name__}: {first_line(error)}")
 
 
 def _executor(launcher: BaseSubmititLauncher) -> submitit.AutoExecutor:
@@ -277,20 +295,86 @@ def largest_node(partition: str) -> Optional[tuple[int, int, str]]:
 
 def _lost(submitted: submitit.Job, error: Exception, interrupted: bool) -> tuple[str, str]:
     """Why a job ended without a result, with its Slurm id and state, and the run status that says so."""
+    stderr = _read(submitted.paths.stderr)
     if isinstance(submitted, submitit.SlurmJob):
-        state = _final_state(submitted)
+        state, exit_code = final_state(submitted.job_id)
         job = f"Slurm job {submitted.job_id} ({state})"
-        hint = STATE_HINTS.get(state.split()[0], f"{type(error).__name__}: {first_line(error)}")
-    else:  # the local executor's state says nothing about how the process ended
-        job, hint = f"submitit job {submitted.job_id}", STATE_HINTS["FAILED"]
+    else:  # the local executor's controller process outlives the job's: neither state nor exit code
+        state, exit_code, job = "", None, f"submitit job {submitted.job_id}"
     if interrupted:
         return f"interrupted: the sweep stopped {job}", INTERRUPTED
-    return f"{job} ended without a result: {hint}", "failed"
+    return f"{job} ended without a result: {lost_because(state, exit_code, str(error), stderr)}", "failed"
 
 
-def _final_state(submitted: submitit.Job) -> str:
+def lost_because(state: str, exit_code: Optional[int], error: str, stderr: str) -> str:
+    """What ended a job without a result, in the words of whoever knows: Slurm's state where it says
+    what happened (out of memory, time limit, node failure, cancelled), the exception submitit caught in
+    the job, the signal that killed its process, a Python traceback on its stderr (a crash before
+    submitit could catch it), its exit code; where none of them is known (submitit's local executor),
+    that it left nothing."""
+    hint = STATE_HINTS.get(state.split(" ")[0]) if state else None
+    if hint is not None:
+        return hint
+    raised = raised_in(error)
+    if raised is None and (exit_code is None or exit_code >= 0):
+        raised = raised_in(stderr)
+    if raised is not None:
+        return f"its Python raised {raised}"
+    if exit_code is not None:
+        return f"its process ended with {describe_exit(exit_code)}" + (" and no Python traceback" if exit_code >= 0
+                                                                        else "")
+    return "its process left no result and no Python traceback: it was killed, or crashed outside Python"
+
+
+def raised_in(text: str) -> Optional[str]:
+    """The exception line that closes the last Python traceback in `text`, if it has one."""
+    start = text.rfind(TRACEBACK)
+    if start < 0:
+        return None
+    lines = text[start + len(TRACEBACK):].splitlines()
+    return next((line.strip() for line in lines if line.strip() and not line[0].isspace()
+                 and not line.startswith("---")), None)
+
+
+def final_state(job_id: str) -> tuple[str, Optional[int]]:
+    """The job's state as sacct reports it, and the return code of its process (negative: the signal that
+    killed it); a state that names the failure when sacct cannot answer."""
     try:
-        submitted.done(force_check=True)  # refreshes the state from sacct
-        return str(submitted.state) or "UNKNOWN"
-    except Exception:  # sacct unavailable: the state stays unknown, the job is still lost
-        return "UNKNOWN"
+        done = subprocess.run(["sacct", "-j", job_id, "-n", "-P", "-o", "JobID,State,ExitCode"],
+                              capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"state unknown: sacct failed: {first_line(error)}", None
+    if done.returncode != 0:
+        return f"state unknown: sacct failed: {first_line(done.stderr) or f'exit code {done.returncode}'}", None
+    return sacct_state(done.stdout, job_id)
+
+
+def sacct_state(output: str, job_id: str) -> tuple[str, Optional[int]]:
+    """State and return code of `job_id` from `sacct -n -P -o JobID,State,ExitCode` output: the state of
+    the job itself, and the code of its srun step (`ID.0`, where a signal that killed Python shows; the
+    job's own line then has the step's signal as an exit code), else of the job. ExitCode is `code:signal`."""
+    rows = {fields[0]: fields[1:] for fields in (line.split("|") for line in output.splitlines())
+            if len(fields) == 3}
+    if job_id not in rows:
+        return "state unknown: sacct has no record of the job", None
+    state, job_exit = rows[job_id]
+    steps = [exit_code for step, (_, exit_code) in rows.items()
+             if step.startswith(f"{job_id}.") and step.split(".", 1)[1].isdigit()]
+    signalled = [code for code in map(_returncode, [*steps, job_exit]) if code is not None and code < 0]
+    return state, signalled[0] if signalled else _returncode(job_exit)
+
+
+def _returncode(exit_code: str) -> Optional[int]:
+    """sacct's `code:signal` as a return code (negative: the signal that ended the process)."""
+    code, _, signal_number = exit_code.partition(":")
+    try:
+        return -int(signal_number) if int(signal_number or 0) else int(code)
+    except ValueError:
+        return None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""

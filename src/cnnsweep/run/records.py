@@ -11,6 +11,7 @@ import csv
 import errno
 import io
 import json
+import logging
 import math
 import os
 import platform
@@ -26,6 +27,8 @@ from typing import Any, Iterator, Optional
 
 from cnnsweep.credentials import redact_override
 from cnnsweep.errors import DiskFull
+
+log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
@@ -263,14 +266,19 @@ def native_log(path: Path) -> Iterator[None]:
 
 def mark_failed(run_dir: Path, error: str, status: str = FAILED) -> None:
     """Turn a `running` metrics.json left by a process that died, or a missing one, into `failed` (or the
-    status given: a cluster job the sweep cancelled is `interrupted`), keeping its other fields."""
+    status given: a cluster job the sweep cancelled is `interrupted`), keeping its other fields. Called by
+    the sweep for its jobs: a folder it cannot write (a file in its place, a full disk) is a warning, and
+    the sweep goes on with the job's outcome."""
     saved = RunRecord.read(run_dir)
-    if saved.status == UNREADABLE:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        saved = SavedRun(run_dir, {"status": RUNNING, "started_at": None}, RUNNING, None)
-    if saved.status == RUNNING:
-        write_json(run_dir / METRICS_FILE, {**saved.fields, "status": status, "error": error,
-                                            "finished_at": utc_now()}, durable=True)
+    try:
+        if saved.status == UNREADABLE:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            saved = SavedRun(run_dir, {"status": RUNNING, "started_at": None}, RUNNING, None)
+        if saved.status == RUNNING:
+            write_json(run_dir / METRICS_FILE, {**saved.fields, "status": status, "error": error,
+                                                "finished_at": utc_now()}, durable=True)
+    except (OSError, DiskFull) as failure:
+        log.warning("%s: the job's outcome (%s) is not recorded there: %s", run_dir, error, failure)
 
 
 def environment_info(devices: dict[str, Any], project_dir: Path) -> dict[str, Any]:
