@@ -18,22 +18,20 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from hydra.core.utils import filter_overrides
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from cnnsweep.launch import hydra_internals
 from cnnsweep.launch.contract import JobOutcome, TrialJob, continuing, kept_or_unstarted, unstarted
 from cnnsweep.launch.devices import Slot
 from cnnsweep.launch.job_process import Worker, WorkerLimits
+from cnnsweep.run.hardware import PROCESS_WIDE
 
 log = logging.getLogger(__name__)
 SCHEDULE_FILE = "schedule.jsonl"
-# Settings TensorFlow fixes once per process (threads, visible devices, memory growth): a job whose
-# `hardware` differs from its worker's previous job gets a fresh worker.
-PROCESS_SETTINGS = "hardware"
 
 
 class SlotPool:
@@ -81,7 +79,7 @@ class SlotPool:
                      f" [{describe(slot)}]" if len(self.slots) > 1 or slot.gpu is not None else "")
             started = time.time()
             worker = self.workers[slot.index]
-            key = OmegaConf.to_container(job_config[PROCESS_SETTINGS]) if PROCESS_SETTINGS in job_config else None
+            key = process_wide(job_config)
             result = worker.run(hydra_context, task_function, job_config, sweep_dir / ".jobs", key)
             self._record(sweep_dir, job, job_dir, slot, started, result, worker)
             return result
@@ -103,3 +101,10 @@ def describe(slot: Slot) -> str:
     gpu = {None: "", "": "no GPU"}.get(slot.gpu, f"GPU {slot.gpu}")
     threads = f"{slot.threads} thread{'s' if slot.threads != 1 else ''}" if slot.threads else ""
     return ", ".join(part for part in (gpu, threads) if part) or "all devices"
+
+
+def process_wide(job_config: DictConfig) -> Optional[dict[str, Any]]:
+    """The job's settings that a warm worker cannot change between jobs (cnnsweep.run.hardware): a job
+    whose values differ from its worker's previous job gets a fresh worker."""
+    hardware = job_config.get("hardware")
+    return None if hardware is None else {key: hardware.get(key) for key in PROCESS_WIDE}

@@ -18,6 +18,12 @@ SLOT_ENV = "CNNSWEEP_SLOT"
 THREADS_ENV = "CNNSWEEP_CPU_THREADS"
 
 
+# The hardware settings TensorFlow fixes once per process (visible devices, memory growth, thread pools,
+# the strategy's devices): a warm worker runs a job only when they equal its previous job's. The others
+# (precision, jit_compile, deterministic) are set again by `configure` for every job.
+PROCESS_WIDE = ("device", "intra_op_threads", "inter_op_threads", "memory_growth", "distribution")
+
+
 def configure(config: HardwareConfig, seed: int) -> dict[str, Any]:
     """Apply the hardware settings and seed; return a description of the devices in use."""
     import keras
