@@ -4,6 +4,7 @@ trials, folders named by trial number, failure as a value), and the hydra-core v
 
 from __future__ import annotations
 
+import threading
 import time
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
@@ -60,10 +61,13 @@ def test_other_hydra_launchers_are_adapted(tmp_path: Path) -> None:
 
 
 class BatchRecorder(Launcher):
-    """A Hydra launcher that takes a while per batch, records each batch, and fails jobs with filters=0."""
+    """A Hydra launcher that records each batch, fails jobs with filters=0, and holds its first batch
+    until the test releases it (`first_batch_running` says it has started)."""
 
     def __init__(self) -> None:
         self.batches: list[list[tuple[int, list[str]]]] = []
+        self.first_batch_running, self.release = threading.Event(), threading.Event()
+        self.release.set()
 
     def setup(self, **kwargs) -> None:
         pass
@@ -72,21 +76,32 @@ class BatchRecorder(Launcher):
         self.batches.append([(initial_job_idx + offset, list(overrides)) for offset, overrides in enumerate(job_overrides)])
         if any("model.filters=0" in overrides for overrides in job_overrides):
             raise RuntimeError("the whole batch was lost")
-        time.sleep(0.5)
+        self.first_batch_running.set()
+        assert self.release.wait(timeout=120), "the test never released the batch"
         return [JobReturn(status=JobStatus.COMPLETED, _return_value=1.0) for _ in job_overrides]
+
+
+def wait_for(condition, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "what the test waits for did not happen"
+        time.sleep(0.01)
 
 
 def test_trials_that_wait_go_out_together_in_the_next_batch(tmp_path: Path) -> None:
     context, config = sweep_context(tmp_path / "sweep")
     recorder = BatchRecorder()
+    recorder.release.clear()
     adapter = HydraLauncherAdapter(recorder, context, config)
     started: dict[int, Path] = {}
     jobs = [TrialJob(number, ("model.filters=8",), lambda run_dir, number=number: started.__setitem__(number, run_dir))
             for number in (3, 7, 9, 12)]
     with ThreadPoolExecutor(max_workers=4) as pool:
         first = pool.submit(adapter.run_trial, jobs[0])
-        time.sleep(0.2)  # the first batch is running when the other three arrive
+        assert recorder.first_batch_running.wait(timeout=120)
         rest = [pool.submit(adapter.run_trial, job) for job in jobs[1:]]
+        wait_for(lambda: len(adapter._waiting) == 3)  # the other three wait while the first batch runs
+        recorder.release.set()
         outcomes: list[JobOutcome] = [first.result(), *(future.result() for future in rest)]
     assert [[number for number, _ in batch] for batch in recorder.batches] == [[3], [7, 8, 9]]
     assert [overrides[-1] for _, overrides in recorder.batches[1]] == [f"hydra.sweep.subdir={n}" for n in (7, 9, 12)]

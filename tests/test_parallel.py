@@ -22,9 +22,10 @@ from cnnsweep.errors import ConfigError
 from conftest import FAKE_RUN, TINY_RUN, command_env, error_lines
 from test_search import fake_search_args
 
-# A device that frees up must take the next job within this many seconds (it is milliseconds in practice;
-# the margin covers a loaded CI machine composing the next job's config).
-HANDOVER_SECONDS = 3.0
+# A device that frees up must take the next waiting job within this generous deadline: it is milliseconds in
+# practice, a loaded 2-core machine can take seconds to compose the next job's config, and a device left idle
+# by a bug waits for ever (or for every other job).
+HANDOVER_SECONDS = 30.0
 
 
 def read_schedule(sweep_dir: Path) -> list[dict]:
