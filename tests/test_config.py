@@ -18,15 +18,16 @@ GROUP_OPTIONS = [
 def test_every_group_has_options() -> None:
     assert {group for group, _ in GROUP_OPTIONS} >= {"dataset", "model", "optimizer", "hardware"}
     assert {option for group, option in GROUP_OPTIONS if group == "optimizer"} == {"adam", "adamw", "rmsprop", "sgd"}
-    assert {option for group, option in GROUP_OPTIONS if group == "dataset"} == {"mnist", "fashion_mnist", "cifar10", "npz"}
+    assert {option for group, option in GROUP_OPTIONS if group == "dataset"} == {"mnist", "fashion_mnist", "cifar10", "npz",
+                                                                                           "folder"}
     assert {option for group, option in GROUP_OPTIONS if group == "hardware"} >= {"auto", "cpu", "gpu", "multi_gpu"}
 
 
 @pytest.mark.parametrize(("group", "option"), GROUP_OPTIONS)
 def test_every_group_option_composes_and_validates(compose_config, group: str, option: str) -> None:
     overrides = [f"{group}={option}"]
-    if (group, option) == ("dataset", "npz"):
-        overrides.append("dataset.path=/data/images.npz")
+    if (group, option) in (("dataset", "npz"), ("dataset", "folder")):
+        overrides.append("dataset.path=/data/images")
     run = load_run_config(compose_config(*overrides))
     if group == "optimizer":
         assert run.optimizer.name == option

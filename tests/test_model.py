@@ -74,3 +74,29 @@ def test_same_padding_allows_deeper_stacks() -> None:
 def test_unknown_activation() -> None:
     with pytest.raises(ConfigError, match="model.activation=swoosh: not a Keras activation"):
         build_model(model_config(activation="swoosh"), (28, 28, 1), 10)
+
+
+@pytest.mark.tensorflow
+@pytest.mark.parametrize("preset", ["light", "strong"])
+def test_augmentation_changes_training_images_but_not_evaluation(preset: str) -> None:
+    """The same weights with and without augment=PRESET: identical predictions in evaluation, different
+    ones in training (the random layers act then only); no parameter is added."""
+    import keras
+    import numpy as np
+
+    augment = compose_run_config(f"augment={preset}").augment
+    plain = build_model(model_config(), (28, 28, 1), 10)
+    augmented = build_model(model_config(), (28, 28, 1), 10, augment)
+    assert augmented.count_params() == plain.count_params() == 93_322
+    augmented.set_weights(plain.get_weights())
+    images = np.random.default_rng(0).random((8, 28, 28, 1)).astype("float32")
+    assert np.array_equal(augmented(images, training=False), plain(images, training=False))
+    assert np.array_equal(augmented.predict(images, verbose=0), plain.predict(images, verbose=0))
+    keras.utils.set_random_seed(1)
+    assert not np.allclose(augmented(images, training=True), plain(images, training=True))
+
+
+def test_augment_is_off_by_default_and_bad_values_are_one_line() -> None:
+    assert not compose_run_config().augment.active and compose_run_config("augment=light").augment.active
+    with pytest.raises(ConfigError, match=r"^augment.zoom=1.5: must be at least 0 \(off\) and below 1$"):
+        compose_run_config("augment=light", "augment.zoom=1.5")

@@ -198,3 +198,14 @@ def test_a_killed_sweep_resumes_without_losing_or_repeating_trials(run_cli, tiny
     assert len(rerun) == 1 and rerun[0].params == trials[1].params and rerun[0].state == TrialState.COMPLETE
     finished = [trial for trial in trials if trial.state == TrialState.COMPLETE]
     assert len(finished) == 3  # the study's total, with the interrupted trial run again once
+
+
+def test_augmentation_is_searchable_like_any_key(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    result = fake_search(run_cli, tmp_path, tiny_data, "augmented", "augment=light", "augment.rotation=interval(0, 0.1)",
+                         "hydra.sweeper.n_trials=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    rotations = [trial.params["augment.rotation"] for trial in load(tmp_path).trials]
+    assert len(rotations) == 3 and all(0 <= value <= 0.1 for value in rotations) and len(set(rotations)) == 3
+    for trial in load(tmp_path).trials:  # each job trained with the rotation its trial drew
+        saved = OmegaConf.load(Path(trial.user_attrs["cnnsweep_run_dir"]) / ".hydra" / "config.yaml")
+        assert saved.augment.rotation == trial.params["augment.rotation"] and saved.augment.zoom == 0.08

@@ -148,7 +148,8 @@ def test_a_missing_data_file_is_refused_before_any_trial(run_cli, tiny_data: Pat
     result = run_cli(*tiny_args(tiny_data, tmp_path), f"dataset.path={missing}", command=FAKE_RUN)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: dataset.path={missing}: no such file; pass an existing .npz with keys x_train, y_train, x_test, y_test")
+        f"error: dataset.path={missing}: no such file or folder; pass an existing .npz with keys x_train, y_train, "
+        "x_test, y_test, or a folder with one subfolder of images per class")
     assert not list(tmp_path.glob("sweep/[0-9]*"))  # refused once, not failed in every trial
 
 

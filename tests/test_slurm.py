@@ -7,7 +7,6 @@ a traceback, sbatch's own refusal, or a sacct that fails."""
 
 from __future__ import annotations
 
-import os
 import stat
 from pathlib import Path
 

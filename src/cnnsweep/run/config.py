@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -74,14 +75,31 @@ METRIC_DIRECTIONS = {
 }
 
 
+class ColorMode(str, Enum):
+    grayscale = "grayscale"
+    rgb = "rgb"
+
+
 @dataclass
 class DatasetConfig:
     name: str
-    path: Optional[str]
+    path: Optional[str]  # an .npz file, or a folder of class folders (dataset=folder)
     num_classes: Optional[int]
-    val_size: int
+    val_size: float  # images held out of training for validation: a count, or a fraction below 1
     max_train: Optional[int]
     max_test: Optional[int]
+    test_size: float  # a folder without test/: its test split, a count or a fraction below 1
+    image_size: Optional[list[int]]  # a folder's images resized to [height, width]
+    color_mode: Optional[ColorMode]  # a folder's images as grayscale (1 channel) or rgb (3)
+
+    @property
+    def holds_out(self) -> bool:
+        return holds_out(self.path, self.val_size)
+
+
+def holds_out(path: Optional[str], val_size: float) -> bool:
+    """Whether runs on this data have a validation split: dataset.val_size, or a folder's own val/."""
+    return val_size > 0 or (path is not None and (Path(path).expanduser() / "val").is_dir())
 
 
 @dataclass
@@ -136,10 +154,33 @@ class ObjectiveConfig:
     direction: Optional[str]
 
 
+class Flip(str, Enum):
+    none = "none"
+    horizontal = "horizontal"
+    vertical = "vertical"
+    horizontal_and_vertical = "horizontal_and_vertical"
+
+
+@dataclass
+class AugmentConfig:
+    """Random changes to training images (Keras preprocessing layers: active in training only)."""
+
+    flip: Flip
+    rotation: float  # up to this fraction of a full turn either way (0.05: 18 degrees)
+    translation: float  # shifts up to this fraction of the height and width
+    zoom: float  # in or out by up to this fraction
+    contrast: float  # contrast scaled by a factor in [1 - contrast, 1 + contrast]
+
+    @property
+    def active(self) -> bool:
+        return self.flip is not Flip.none or any((self.rotation, self.translation, self.zoom, self.contrast))
+
+
 @dataclass
 class RunConfig:
     dataset: DatasetConfig
     model: ModelConfig
+    augment: AugmentConfig
     optimizer: OptimizerConfig
     hardware: HardwareConfig
     training: TrainingConfig
@@ -148,25 +189,26 @@ class RunConfig:
 
     @property
     def objective_metric(self) -> str:
-        return objective_metric(self.objective.metric, self.dataset.val_size)
+        return objective_metric(self.objective.metric, self.dataset.holds_out)
 
     @property
     def objective_direction(self) -> str:
         return self.objective.direction or METRIC_DIRECTIONS[self.objective_metric]
 
 
-def objective_metric(metric: Optional[str], val_size: int) -> str:
-    """The configured metric, or val_accuracy with a hold-out and test_accuracy without."""
+def objective_metric(metric: Optional[str], validated: bool) -> str:
+    """The configured metric, or val_accuracy with a validation split and test_accuracy without."""
     if metric is not None:
         return metric
-    return "val_accuracy" if val_size > 0 else "test_accuracy"
+    return "val_accuracy" if validated else "test_accuracy"
 
 
-def check_metric(metric: str, val_size: int, key: str) -> None:
-    """A metric a run reports, and with a hold-out when it is a validation metric; `key` names the setting."""
+def check_metric(metric: str, validated: bool, key: str) -> None:
+    """A metric a run reports, and with a validation split when it is a validation metric; `key` names the
+    setting."""
     _require(metric in METRIC_DIRECTIONS,
              f"{key}={metric}: not a metric this run reports; choose one of {', '.join(METRIC_DIRECTIONS)}")
-    _require(not (metric.startswith("val_") and val_size == 0),
+    _require(not (metric.startswith("val_") and not validated),
              f"{key}={metric} needs a validation hold-out; set dataset.val_size=N"
              + (" or objective.metric=test_accuracy" if key == "objective.metric" else ""))
 
@@ -258,20 +300,24 @@ def _check_ranges(run: RunConfig) -> None:
         f"training.warmup_epochs={training.warmup_epochs}: must be at least 0 and below training.epochs "
         f"({training.epochs})",
     )
-    _require(
-        data.val_size >= 0,
-        f"dataset.val_size={data.val_size}: must be 0 (no hold-out) or a positive number of images",
-    )
+    for key, size in (("dataset.val_size", data.val_size), ("dataset.test_size", data.test_size)):
+        _require(size >= 0 and (size < 1 or size == int(size)),
+                 f"{key}={size:g}: must be 0 (none), a fraction below 1 or a whole number of images")
+    _require(data.image_size is None or (len(data.image_size) == 2 and min(data.image_size) > 0),
+             f"dataset.image_size={data.image_size}: must be [height, width] in pixels, e.g. [64, 64]")
     _positive(data.max_train, "dataset.max_train", "null uses every training image", optional=True)
     _positive(data.max_test, "dataset.max_test", "null uses every test image", optional=True)
     _require(
         data.num_classes is None or data.num_classes >= 2,
         f"dataset.num_classes={data.num_classes}: must be at least 2, or null to infer it",
     )
+    for key in ("rotation", "translation", "zoom", "contrast"):
+        value = getattr(run.augment, key)
+        _require(0 <= value < 1, f"augment.{key}={value}: must be at least 0 (off) and below 1")
     _positive(hardware.intra_op_threads, "hardware.intra_op_threads", "null: TensorFlow's choice", True)
     _positive(hardware.inter_op_threads, "hardware.inter_op_threads", "null: TensorFlow's choice", True)
     _require(run.seed >= 0, f"seed={run.seed}: must be a non-negative integer")
-    check_metric(run.objective_metric, data.val_size, "objective.metric")
+    check_metric(run.objective_metric, data.holds_out, "objective.metric")
     _require(
         run.objective.direction in (None, "maximize", "minimize"),
         f"objective.direction={run.objective.direction}: must be maximize, minimize or null",

@@ -1,9 +1,10 @@
-"""Dataset loading: an explicit file, then $CNNSWEEP_DATA_DIR, then Keras' own download cache.
+"""Dataset loading: an explicit file or folder, then $CNNSWEEP_DATA_DIR, then Keras' own download cache.
 
 Every array is checked (keys, shapes, dtypes, label range) with NumPy alone, so a bad file fails in
 well under a second and before TensorFlow is imported. The last file read stays in memory, checked and
 scaled, so a warm worker (cnnsweep.launch.job_process) reads it once while its jobs ask for the same file
-(same path, size and modification time); each job still records the file and its sha256.
+(same path, size and modification time); each job still records the file and its sha256. A folder of
+class folders (dataset=folder) is decoded by cnnsweep.run.image_folder, through its on-disk cache.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import functools
 import hashlib
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
 from cnnsweep.errors import DataError, first_line
+from cnnsweep.run import image_folder
 from cnnsweep.run.config import DatasetConfig
 
 DATA_DIR_ENV = "CNNSWEEP_DATA_DIR"
@@ -38,8 +40,10 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
-    source: str  # the file read, or "keras:<name>" for a download
-    sha256: Optional[str]
+    source: str  # the file or folder read, or "keras:<name>" for a download
+    sha256: Optional[str]  # of the file; of a folder, over its image files' bytes
+    class_names: Optional[tuple[str, ...]] = None  # a folder's class folders, label 0 first
+    decoded_cache: Optional[dict[str, object]] = None  # a folder's cache file, and whether this run read it
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -55,29 +59,97 @@ class Dataset:
             "train_size": len(self.x_train),
             "val_size": 0 if self.x_val is None else len(self.x_val),
             "test_size": len(self.x_test),
+            **({"class_names": list(self.class_names)} if self.class_names else {}),
+            **({"decoded_cache": self.decoded_cache} if self.decoded_cache else {}),
         }
 
 
-def load_dataset(config: DatasetConfig) -> Dataset:
-    """Load, check and split the configured dataset."""
+def load_dataset(config: DatasetConfig, seed: int = 0) -> Dataset:
+    """Load, check and split the configured dataset (a folder's own splits are drawn with `seed`)."""
+    if config.path is not None and Path(config.path).expanduser().is_dir():
+        return _load_folder(config, seed)
     x_train, y_train, x_test, y_test, source, digest = _read_checked(*_identity(config))
     num_classes = _check_label_range(y_train, y_test, config.num_classes, source)
-
-    if config.val_size >= len(x_train):
+    val_count = _count(config.val_size, len(x_train))
+    if val_count >= len(x_train):
         raise DataError(
-            f"dataset.val_size={config.val_size} leaves no training images ({source} has "
+            f"dataset.val_size={config.val_size:g} leaves no training images ({source} has "
             f"{len(x_train)}); use a smaller dataset.val_size"
         )
     x_val = y_val = None
-    if config.val_size > 0:
-        split = len(x_train) - config.val_size
+    if val_count > 0:
+        split = len(x_train) - val_count
         x_train, x_val = x_train[:split], x_train[split:]
         y_train, y_val = y_train[:split], y_train[split:]
+    return _limited(config, Dataset(x_train, y_train, x_val, y_val, x_test, y_test, num_classes, source, digest))
+
+
+def _count(size: float, total: int) -> int:
+    """dataset.val_size / test_size as a number of images: a fraction below 1 of `total`, else a count."""
+    return round(size * total) if size < 1 else int(size)
+
+
+def _limited(config: DatasetConfig, data: Dataset) -> Dataset:
+    """dataset.max_train and max_test applied."""
     if config.max_train is not None:
-        x_train, y_train = x_train[: config.max_train], y_train[: config.max_train]
+        data.x_train, data.y_train = data.x_train[: config.max_train], data.y_train[: config.max_train]
     if config.max_test is not None:
-        x_test, y_test = x_test[: config.max_test], y_test[: config.max_test]
-    return Dataset(x_train, y_train, x_val, y_val, x_test, y_test, num_classes, source, digest)
+        data.x_test, data.y_test = data.x_test[: config.max_test], data.y_test[: config.max_test]
+    return data
+
+
+def _load_folder(config: DatasetConfig, seed: int) -> Dataset:
+    """A folder of class folders: decoded (or read from its cache), split, in a seeded order."""
+    root = Path(config.path).expanduser()  # type: ignore[arg-type]
+    if config.image_size is None or config.color_mode is None:
+        raise DataError(f"dataset.path={config.path} is a folder of images: set dataset.image_size=[H,W] and "
+                        "dataset.color_mode=rgb|grayscale (dataset=folder sets both)")
+    listing = image_folder.list_folder(root)
+    images = _decoded(listing, tuple(config.image_size), config.color_mode.value)  # type: ignore[arg-type]
+    splits = dict(images.arrays)
+    if "all" in splits:
+        x, y = splits.pop("all")
+        if config.test_size <= 0:
+            raise DataError(f"dataset.path={config.path}: no test/ folder and dataset.test_size=0; set "
+                            "dataset.test_size (a fraction such as 0.2, or a count), or add train/ and test/ folders")
+        kept, test = image_folder.stratified_split(y, config.test_size, seed, salt=1)
+        splits = {"train": (x[kept], y[kept]), "test": (x[test], y[test])}
+    if "val" not in splits and config.val_size > 0:
+        x, y = splits["train"]
+        kept, val = image_folder.stratified_split(y, config.val_size, seed, salt=2)
+        splits.update(train=(x[kept], y[kept]), val=(x[val], y[val]))
+    for split, (x, y) in list(splits.items()):  # class by class on disk: a seeded order, so max_train mixes them
+        if len(x) == 0:
+            raise DataError(f"dataset.path={config.path}: its {split} split has no images; lower "
+                            f"dataset.{'test' if split == 'test' else 'val'}_size or add images")
+        order = np.random.default_rng([seed, 3, SPLIT_ORDER.index(split)]).permutation(len(x))
+        splits[split] = _as_images(x[order], f"x_{split}", str(root)), y[order]
+    num_classes = len(images.class_names)
+    if config.num_classes is not None and config.num_classes != num_classes:
+        raise DataError(f"dataset.num_classes={config.num_classes} but {config.path} has {num_classes} class "
+                        f"folders ({', '.join(images.class_names)}); set dataset.num_classes=null")
+    x_val, y_val = splits.get("val", (None, None))
+    data = Dataset(*splits["train"], x_val, y_val, *splits["test"], num_classes, str(listing.root),
+                   images.content_sha256, images.class_names,
+                   {"file": str(images.cache_file), "hit": images.cache_hit})
+    return _limited(config, data)
+
+
+SPLIT_ORDER = ("train", "val", "test")
+
+
+_last_folder: dict[str, image_folder.FolderImages] = {}
+
+
+def _decoded(listing: image_folder.FolderListing, image_size: tuple[int, int],
+             color_mode: str) -> image_folder.FolderImages:
+    """The last folder decoded stays in memory for a warm worker's next job (same files, sizes, times)."""
+    key = listing.key(image_size, color_mode)
+    if key in _last_folder:
+        return replace(_last_folder[key], cache_hit=True)
+    _last_folder.clear()
+    _last_folder[key] = image_folder.read_folder(listing, image_size, color_mode)
+    return _last_folder[key]
 
 
 def check_source(config: DatasetConfig) -> None:
@@ -91,10 +163,12 @@ def _identity(config: DatasetConfig) -> tuple[str, Optional[Path], Optional[Path
     modification time), the key under which its checked arrays are kept."""
     if config.path is not None:
         path = Path(config.path).expanduser()
+        if path.is_dir():
+            return config.name, path.resolve(), None, None
         if not path.is_file():
             raise DataError(
-                f"dataset.path={config.path}: no such file; pass an existing .npz with keys "
-                f"{', '.join(REQUIRED_KEYS)}"
+                f"dataset.path={config.path}: no such file or folder; pass an existing .npz with keys "
+                f"{', '.join(REQUIRED_KEYS)}, or a folder with one subfolder of images per class"
             )
         return config.name, path.resolve(), None, _stamp(path)
     data_dir = os.environ.get(DATA_DIR_ENV)

@@ -6,10 +6,10 @@ TensorFlow tutorial model: 93,322 parameters on 28x28x1 MNIST.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
 
 from cnnsweep.errors import ConfigError
-from cnnsweep.run.config import ModelConfig, Padding, Pooling
+from cnnsweep.run.config import AugmentConfig, Flip, ModelConfig, Padding, Pooling
 
 if TYPE_CHECKING:
     import keras
@@ -42,8 +42,29 @@ def check_fits_image(config: ModelConfig, input_shape: tuple[int, ...]) -> None:
             height, width = height // config.pool_size, width // config.pool_size
 
 
-def build_model(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> keras.Model:
-    """Build the (uncompiled) classifier; the output layer stays float32 under mixed precision."""
+def augmentation_layers(config: AugmentConfig) -> list["keras.layers.Layer"]:
+    """Keras' random preprocessing layers for `augment`: they change images in training only, and pass
+    them through unchanged in evaluation and prediction (and in the saved model.keras)."""
+    import keras
+
+    layers: list[keras.layers.Layer] = []
+    if config.flip is not Flip.none:
+        layers.append(keras.layers.RandomFlip(config.flip.value))
+    if config.rotation:
+        layers.append(keras.layers.RandomRotation(config.rotation, fill_mode="constant"))
+    if config.translation:
+        layers.append(keras.layers.RandomTranslation(config.translation, config.translation, fill_mode="constant"))
+    if config.zoom:
+        layers.append(keras.layers.RandomZoom(config.zoom, fill_mode="constant"))
+    if config.contrast:
+        layers.append(keras.layers.RandomContrast(config.contrast, value_range=(0, 1)))
+    return layers
+
+
+def build_model(config: ModelConfig, input_shape: tuple[int, ...], num_classes: int,
+                augment: Optional[AugmentConfig] = None) -> keras.Model:
+    """Build the (uncompiled) classifier, `augment`'s layers first; the output layer stays float32 under
+    mixed precision."""
     import keras
 
     check_fits_image(config, input_shape)
@@ -55,6 +76,7 @@ def build_model(config: ModelConfig, input_shape: tuple[int, ...], num_classes: 
         ) from None
     pool_layer = keras.layers.MaxPooling2D if config.pooling is Pooling.max else keras.layers.AveragePooling2D
     layers: list[keras.layers.Layer] = [keras.Input(shape=input_shape)]
+    layers += augmentation_layers(augment) if augment is not None else []
     for block, width in enumerate(conv_widths(config), start=1):
         if config.batch_norm:
             layers += [

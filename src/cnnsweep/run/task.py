@@ -90,7 +90,7 @@ def run_task(cfg: DictConfig, trainer: Trainer, reporter: ReporterFactory = no_r
 def _run(cfg: DictConfig, trainer: Trainer, reporter: ReporterFactory, run_dir: Path, record: RunRecord, in_multirun: bool,
          prefix: str) -> float:
     config = load_run_config(cfg)
-    data = load_dataset(config.dataset)
+    data = load_dataset(config.dataset, config.seed)
     check_fits_image(config.model, data.input_shape)
     record.update(dataset=data.summary())
     devices = trainer.prepare(config)

@@ -220,7 +220,7 @@ def compiled_model(config: RunConfig, data: Dataset, strategy: tf.distribute.Str
     """The configured model, compiled in the strategy's scope with its optimizer and learning-rate schedule."""
     steps_per_epoch = math.ceil(len(data.x_train) / batch_size)
     with strategy.scope():
-        model = build_model(config.model, data.input_shape, data.num_classes)
+        model = build_model(config.model, data.input_shape, data.num_classes, config.augment)
         model.compile(
             optimizer=build_optimizer(config.optimizer,
                                       learning_rate(config.optimizer.lr, config.training, steps_per_epoch)),

@@ -15,7 +15,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 
 from cnnsweep.errors import ConfigError, first_line
 from cnnsweep.launch import hydra_internals
-from cnnsweep.run.config import METRIC_DIRECTIONS, check_metric, load_run_config, objective_metric
+from cnnsweep.run.config import METRIC_DIRECTIONS, check_metric, holds_out, load_run_config, objective_metric
 from cnnsweep.run.data import check_source
 from cnnsweep.search.settings import OptunaSearchConf
 from cnnsweep.search.space import SearchSpace, as_override, search_space
@@ -74,14 +74,15 @@ def study_spec(settings: OptunaSearchConf, job_config: DictConfig) -> StudySpec:
     composed job config's objective.metric and objective.direction), else, for an app that is not a
     cnnsweep run, the task's return value (minimised unless a direction says otherwise)."""
     dataset = job_config.get("dataset")
-    val_size = int(dataset.val_size) if dataset is not None and "val_size" in dataset else None
+    validated = holds_out(dataset.get("path"), float(dataset.val_size)) if dataset is not None and \
+        "val_size" in dataset else None
     objective = job_config.get("objective")
     if settings.metric is None and objective is None:
         directions = _as_list(settings.direction if settings.direction is not None else "minimize")
         metrics: list[str] = []
     else:
         if settings.metric is None:
-            metrics, key = [objective_metric(objective.metric, val_size or 0)], "objective.metric"
+            metrics, key = [objective_metric(objective.metric, bool(validated))], "objective.metric"
         else:
             metrics, key = _as_list(settings.metric), "hydra.sweeper.metric"
         if settings.direction is not None:
@@ -97,8 +98,8 @@ def study_spec(settings: OptunaSearchConf, job_config: DictConfig) -> StudySpec:
             if metric.startswith("test_"):
                 raise ConfigError(f"{key}={metric}: searches never optimise the test set; "
                                   "set dataset.val_size=N and search val_accuracy (or val_loss)")
-            if val_size is not None:
-                check_metric(metric, val_size, key)
+            if validated is not None:
+                check_metric(metric, validated, key)
     for direction in directions:
         if direction not in ("maximize", "minimize"):
             raise ConfigError(f"hydra.sweeper.direction={direction}: must be maximize or minimize")

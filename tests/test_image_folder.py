@@ -1,0 +1,188 @@
+"""dataset=folder: a generated folder of labelled images (three classes drawn as distinct shapes, PNG and
+JPEG of odd sizes, one grayscale among colour ones) is listed, decoded once into its cache, split per class
+and trained on; each bad input is one line naming the folder or file. Everything but the training run
+is TensorFlow-free."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from cnnsweep.errors import DataError
+from cnnsweep.run import data as data_module
+from cnnsweep.run.config import ColorMode
+from cnnsweep.run.data import load_dataset
+from cnnsweep.run.image_folder import CACHE_DIR_ENV, list_folder, read_folder, stratified_split
+from conftest import dataset_config
+
+CLASSES = ("circle", "square", "stripes")
+
+
+def draw(shape: str, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """One image of `shape` on a random background, in a random colour."""
+    width, height = size
+    background = tuple(int(value) for value in rng.integers(0, 80, 3))
+    colour = tuple(int(value) for value in rng.integers(150, 256, 3))
+    image = Image.new("RGB", size, background)
+    pen = ImageDraw.Draw(image)
+    left, top = int(rng.integers(0, width // 4)), int(rng.integers(0, height // 4))
+    right, bottom = int(width - rng.integers(0, width // 4)) - 1, int(height - rng.integers(0, height // 4)) - 1
+    if shape == "circle":
+        pen.ellipse((left, top, right, bottom), fill=colour)
+    elif shape == "square":
+        pen.rectangle((left, top, right, bottom), fill=colour)
+    else:
+        for x in range(0, width, 6):
+            pen.rectangle((x, 0, x + 2, height), fill=colour)
+    return image
+
+
+def draw_folder(root: Path, per_class: int = 40, splits: bool = False, seed: int = 0) -> Path:
+    """CLASSES as class folders (or train/ and test/ ones), PNG and JPEG of sizes from 20 to 47 pixels, the
+    very first image grayscale."""
+    rng = np.random.default_rng(seed)
+    for label, shape in enumerate(CLASSES):
+        for number in range(per_class):
+            split = ("test" if number % 4 == 0 else "train") if splits else ""
+            folder = root / split / shape
+            folder.mkdir(parents=True, exist_ok=True)
+            image = draw(shape, (int(rng.integers(20, 48)), int(rng.integers(20, 48))), rng)
+            if label == 0 and number == 0:
+                image = image.convert("L")
+            image.save(folder / f"{number:03d}.{'png' if number % 2 else 'jpg'}")
+    return root
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path: Path, monkeypatch) -> Path:
+    """A decoded-image cache of the test's own, and no folder kept in memory from another test."""
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
+    data_module._last_folder.clear()
+    return tmp_path / "cache"
+
+
+def folder_config(path: Path, **fields):
+    return dataset_config(**{"name": "folder", "path": str(path), "image_size": [32, 32], "color_mode": ColorMode.rgb,
+                             "test_size": 0.25, **fields})
+
+
+def test_a_folder_is_decoded_once_and_then_read_from_its_cache(tmp_path: Path, cache: Path) -> None:
+    root = draw_folder(tmp_path / "photos")
+    listing = list_folder(root)
+    assert listing.class_names == CLASSES and len(listing.files["all"]) == 120
+    first = read_folder(listing, (32, 32), "rgb")
+    x, y = first.arrays["all"]
+    assert (x.shape, x.dtype, first.cache_hit) == ((120, 32, 32, 3), np.uint8, False)
+    assert np.bincount(y).tolist() == [40, 40, 40]
+    again = read_folder(list_folder(root), (32, 32), "rgb")
+    assert again.cache_hit and again.cache_file == first.cache_file and again.content_sha256 == first.content_sha256
+    assert np.array_equal(again.arrays["all"][0], x)
+    gray = read_folder(listing, (24, 24), "grayscale")  # another size or colour is another cache file
+    assert gray.arrays["all"][0].shape == (120, 24, 24, 1) and not gray.cache_hit
+    draw(CLASSES[1], (30, 30), np.random.default_rng(9)).save(root / "square" / "extra.png")  # the folder changed
+    changed = read_folder(list_folder(root), (32, 32), "rgb")
+    assert not changed.cache_hit and len(changed.arrays["all"][0]) == 121
+    assert changed.content_sha256 != first.content_sha256
+
+
+def test_the_splits_are_stratified_seeded_and_recorded(tmp_path: Path) -> None:
+    root = draw_folder(tmp_path / "photos")
+    data = load_dataset(folder_config(root, val_size=0.1), seed=3)
+    assert [np.bincount(y).tolist() for y in (data.y_train, data.y_val, data.y_test)] == [[27, 27, 27], [3, 3, 3],
+                                                                                          [10, 10, 10]]
+    assert data.x_train.dtype == np.float32 and data.x_train.max() <= 1.0 and data.input_shape == (32, 32, 3)
+    assert len(set(data.y_train[:6].tolist())) > 1  # a seeded order, not class by class: max_train mixes classes
+    summary = data.summary()
+    assert summary["class_names"] == list(CLASSES) and summary["source"] == str(root.resolve())
+    assert summary["decoded_cache"]["hit"] is False and len(summary["sha256"]) == 64
+    same = load_dataset(folder_config(root, val_size=0.1), seed=3)  # the next job of a warm worker
+    assert np.array_equal(same.x_test, data.x_test) and same.summary()["decoded_cache"]["hit"] is True
+    other = load_dataset(folder_config(root, val_size=0.1), seed=4)
+    assert not np.array_equal(other.x_test, data.x_test)
+    assert len(load_dataset(folder_config(root, max_train=10), seed=3).x_train) == 10
+
+
+def test_a_folders_own_train_and_test_folders_are_its_splits(tmp_path: Path) -> None:
+    root = draw_folder(tmp_path / "photos", splits=True)
+    data = load_dataset(folder_config(root, val_size=6, color_mode=ColorMode.grayscale), seed=0)
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (84, 6, 30)
+    assert data.input_shape == (32, 32, 1) and data.num_classes == 3
+
+
+def test_stratified_split_takes_each_class_in_proportion() -> None:
+    labels = np.repeat([0, 1, 2], [50, 30, 20])
+    kept, taken = stratified_split(labels, 0.2, seed=0, salt=1)
+    assert np.bincount(labels[taken]).tolist() == [10, 6, 4] and len(kept) == 80
+    assert not set(kept) & set(taken)
+    assert len(stratified_split(labels, 7, seed=0, salt=1)[1]) == 7
+
+
+def broken(tmp_path: Path, case: str) -> tuple[Path, str]:
+    """A folder with one fault, and the start of the one line it must give."""
+    root = draw_folder(tmp_path / case, per_class=4)
+    if case == "empty-class":
+        (root / "triangle").mkdir()
+        return root, f"dataset.path: class folder {root / 'triangle'} has no images (.jpg, .jpeg, .png, .bmp, .gif); "
+    if case == "truncated":
+        image = root / "square" / "001.png"
+        image.write_bytes(image.read_bytes()[:60])
+        return root, f"{image}: not a readable image ("
+    if case == "not-an-image":
+        (root / "circle" / "notes.jpg").write_text("not a picture")
+        return root, f"{root / 'circle' / 'notes.jpg'}: not a readable image ("
+    if case == "one-class":
+        for shape in CLASSES[1:]:
+            for image in (root / shape).iterdir():
+                image.unlink()
+            (root / shape).rmdir()
+        return root, f"dataset.path={root}: only one class folder (circle); a classifier needs at least two classes"
+    if case == "no-images":
+        for image in root.rglob("*.*"):
+            image.unlink()
+        return root, f"dataset.path: class folder {root / 'circle'} has no images"
+    if case == "no-class-folders":
+        empty = tmp_path / "empty"
+        empty.mkdir()
+        return empty, f"dataset.path={empty}: no class folders; expected {empty}/<class name>/<image>.png"
+    raise AssertionError(case)
+
+
+@pytest.mark.parametrize("case", ["empty-class", "truncated", "not-an-image", "one-class", "no-images",
+                                  "no-class-folders"])
+def test_each_bad_folder_is_one_line_naming_it(tmp_path: Path, case: str) -> None:
+    root, expected = broken(tmp_path, case)
+    with pytest.raises(DataError) as error:
+        load_dataset(folder_config(root))
+    assert str(error.value).startswith(expected) and "\n" not in str(error.value)
+
+
+def test_a_folder_without_test_split_or_size_is_refused(tmp_path: Path) -> None:
+    root = draw_folder(tmp_path / "photos", per_class=4)
+    with pytest.raises(DataError, match=r"no test/ folder and dataset.test_size=0; set dataset.test_size"):
+        load_dataset(folder_config(root, test_size=0))
+    (root / "train").mkdir()
+    with pytest.raises(DataError, match=r"has train/ but no test/; add test/"):
+        load_dataset(folder_config(root))
+
+
+@pytest.mark.tensorflow
+def test_a_run_trains_on_a_folder_and_reads_it_from_the_cache_the_second_time(run_cli, tmp_path: Path,
+                                                                              cache: Path) -> None:
+    root = draw_folder(tmp_path / "photos", per_class=80)
+    settings = ["dataset=folder", f"dataset.path={root}", "dataset.image_size=[32,32]", "training.epochs=3",
+                "model.filters=8", "model.dense_units=16", "training.batch_size=16"]
+    env = {CACHE_DIR_ENV: str(cache)}
+    records = []
+    for name in ("first", "second"):
+        result = run_cli(*settings, f"hydra.run.dir={tmp_path / name}", env=env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        records.append(json.loads((tmp_path / name / "metrics.json").read_text()))
+    first, second = records
+    assert first["test_accuracy"] > 0.6  # three classes: chance is a third
+    assert first["dataset"]["class_names"] == list(CLASSES)
+    assert (first["dataset"]["decoded_cache"]["hit"], second["dataset"]["decoded_cache"]["hit"]) == (False, True)
+    assert second["test_accuracy"] == first["test_accuracy"]  # the cache holds exactly what was decoded
