@@ -33,7 +33,7 @@ import hydra
 from omegaconf import DictConfig
 
 from cnnsweep.app import run_app
-from cnnsweep.run.config import RunConfig
+from cnnsweep.run.config import CnnConfig, RunConfig
 from cnnsweep.run.data import Dataset
 from cnnsweep.errors import TrainingError, run_with_one_line_errors
 from cnnsweep.run.hardware import launcher_assignment, thread_counts
@@ -50,14 +50,15 @@ DEAF_FILTERS_ENV = "FAKE_DEAF_FILTERS"
 
 def ceiling(config: RunConfig) -> float:
     """The accuracy this config approaches: 0.99 at the sweet spot, lower the further away."""
-    distance = (0.2 * abs(math.log10(config.optimizer.lr) + 2.5) + 0.002 * abs(config.model.filters - 16)
-                + 0.001 * abs(config.model.dense_units - 32))
+    filters, dense_units = getattr(config.model, "filters", 16), getattr(config.model, "dense_units", 32)
+    distance = (0.2 * abs(math.log10(config.optimizer.lr) + 2.5) + 0.002 * abs(filters - 16)
+                + 0.001 * abs(dense_units - 32))
     return max(0.1, 0.99 - distance) - 0.001 * (config.seed % 7)
 
 
 class ArithmeticTrainer:
     def prepare(self, config: RunConfig) -> dict[str, Any]:
-        if os.environ.get(DEAF_FILTERS_ENV) == str(config.model.filters):
+        if os.environ.get(DEAF_FILTERS_ENV) == str(getattr(config.model, "filters", None)):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         intra_op, inter_op = thread_counts(config.hardware)
         return {"device": "fake", **launcher_assignment(), "intra_op_threads": intra_op,
@@ -84,7 +85,7 @@ class ArithmeticTrainer:
             rows.append(row)
             write_history(run_dir / HISTORY_FILE, rows)
             checkpoints.save(epoch, {}, lambda path: path.write_text(json.dumps({"epoch": epoch})))
-            if os.environ.get(KILL_FILTERS_ENV) == str(config.model.filters):
+            if os.environ.get(KILL_FILTERS_ENV) == str(getattr(config.model, "filters", None)):
                 os.kill(os.getpid(), signal.SIGKILL)
             if math.isnan(loss):
                 raise TrainingError(f"loss became NaN at epoch {epoch}, batch 1; lower optimizer.lr "
@@ -95,11 +96,11 @@ class ArithmeticTrainer:
         checkpoints.remove()  # the run's end state is recorded: nothing to resume
         last = rows[-1]
         seconds = time.perf_counter() - started
-        widths = conv_widths(config.model)
+        widths = conv_widths(config.model) if isinstance(config.model, CnnConfig) else [0]
         return TrainingResult(metrics={
             "test_accuracy": last["accuracy"], "test_loss": last["loss"],
             "val_accuracy": last.get("val_accuracy"), "val_loss": last.get("val_loss"),
-            "params": sum(widths) * 9 + config.model.dense_units * 11,
+            "params": sum(widths) * 9 + getattr(config.model, "dense_units", 0) * 11,
             "epochs_completed": len(rows), "train_seconds": seconds, "eval_seconds": 0.0,
             "seconds_per_epoch": seconds / len(rows), "resumed_after_epoch": point.epoch or None,
             **({"restarted": point.restarted} if point.restarted else {}),

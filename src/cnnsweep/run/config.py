@@ -11,7 +11,7 @@ import math
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -103,7 +103,9 @@ def holds_out(path: Optional[str], val_size: float) -> bool:
 
 
 @dataclass
-class ModelConfig:
+class CnnConfig:
+    """model=cnn: the tutorial CNN and its knobs."""
+
     filters: int
     kernel_size: int
     dense_units: int
@@ -114,6 +116,43 @@ class ModelConfig:
     activation: str
     dropout: float
     batch_norm: bool
+
+
+@dataclass
+class ResNetConfig:
+    """model=resnet: a small ResNet (basic residual blocks, batch norm, global average pooling)."""
+
+    width: int  # filters of the first stage; every later stage doubles them
+    stages: int  # each stage after the first halves the image size
+    depth: int  # residual blocks per stage, two 3x3 conv layers each
+    dropout: float
+
+
+@dataclass
+class ApplicationConfig:
+    """model=applications: a keras.applications backbone under a new classification head."""
+
+    name: str  # the constructor: MobileNetV3Small, EfficientNetB0, ResNet50, ...
+    weights: Optional[str]  # null: random initialisation; a local weights file; imagenet (Keras downloads it)
+    dropout: float
+
+
+@dataclass
+class CustomModelConfig:
+    """model._target_=package.module.function: a user's builder, called with the data's input shape and
+    number of classes and the model group's other keys."""
+
+    target: str
+    options: dict[str, Any]
+
+
+ModelConfig = Union[CnnConfig, ResNetConfig, ApplicationConfig, CustomModelConfig]
+# The builders cnnsweep has (conf/model/*.yaml name them in `_target_`), with the schema of their keys.
+MODEL_FAMILIES: dict[str, type] = {
+    "cnnsweep.run.model.tutorial_cnn": CnnConfig,
+    "cnnsweep.run.model.small_resnet": ResNetConfig,
+    "cnnsweep.run.model.keras_application": ApplicationConfig,
+}
 
 
 @dataclass
@@ -179,7 +218,7 @@ class AugmentConfig:
 @dataclass
 class RunConfig:
     dataset: DatasetConfig
-    model: ModelConfig
+    model: Any  # a ModelConfig, checked by the schema its `_target_` names (load_run_config)
     augment: AugmentConfig
     optimizer: OptimizerConfig
     hardware: HardwareConfig
@@ -221,6 +260,8 @@ def load_run_config(cfg: DictConfig) -> RunConfig:
     container = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(container, dict)
     container["optimizer"] = asdict(_optimizer_config(container.get("optimizer") or {}))
+    model = _model_config(container.pop("model", None) or {})
+    container["model"] = {}  # the family's own schema checked it
     container.pop("launcher", None)  # how the sweep runs jobs (conf/launcher), not part of a run
     schema = OmegaConf.structured(RunConfig)
     try:
@@ -233,6 +274,7 @@ def load_run_config(cfg: DictConfig) -> RunConfig:
                           f"file, or pass +{unset[0]}=...")
     run_config = OmegaConf.to_object(typed)
     assert isinstance(run_config, RunConfig)
+    run_config.model = model
     _check_ranges(run_config)
     return run_config
 
@@ -266,6 +308,29 @@ def _optimizer_config(values: dict[str, Any]) -> OptimizerConfig:
     return OptimizerConfig(name=name, lr=float(lr), options=options)
 
 
+def _model_config(values: dict[str, Any]) -> ModelConfig:
+    """The model group checked by the schema of the builder its `_target_` names; any other target is a
+    user's builder, whose keys are its own."""
+    options = dict(values)
+    target = options.pop("_target_", None)
+    if not isinstance(target, str) or not target:
+        raise ConfigError("model._target_ is not set; choose model=cnn|resnet|applications, or model=custom "
+                          "model._target_=package.module.function for a builder of your own")
+    schema = MODEL_FAMILIES.get(target)
+    if schema is None:
+        return CustomModelConfig(target, options)
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema), options)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"model.{_omegaconf_message(error)}") from error
+    unset = sorted(OmegaConf.missing_keys(typed))
+    if unset:
+        raise ConfigError(f"model.{unset[0]} is not set by conf/model or the command line; pass model.{unset[0]}=...")
+    model = OmegaConf.to_object(typed)
+    assert isinstance(model, schema)
+    return model  # type: ignore[return-value]
+
+
 def _require(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
@@ -280,15 +345,21 @@ def _positive(value: Optional[int], key: str, hint: str, optional: bool = False)
 
 def _check_ranges(run: RunConfig) -> None:
     model, data, training, hardware = run.model, run.dataset, run.training, run.hardware
-    _positive(model.filters, "model.filters", "the first conv layer's width; the tutorial uses 32")
-    _positive(model.kernel_size, "model.kernel_size", "the tutorial uses 3")
-    _positive(model.dense_units, "model.dense_units", "the tutorial uses 64")
-    _positive(model.conv_blocks, "model.conv_blocks", "the tutorial uses 3")
-    _positive(model.pool_size, "model.pool_size", "the tutorial uses 2")
-    _require(
-        0.0 <= model.dropout < 1.0,
-        f"model.dropout={model.dropout}: must be in [0, 1); 0 turns dropout off",
-    )
+    if isinstance(model, CnnConfig):
+        _positive(model.filters, "model.filters", "the first conv layer's width; the tutorial uses 32")
+        _positive(model.kernel_size, "model.kernel_size", "the tutorial uses 3")
+        _positive(model.dense_units, "model.dense_units", "the tutorial uses 64")
+        _positive(model.conv_blocks, "model.conv_blocks", "the tutorial uses 3")
+        _positive(model.pool_size, "model.pool_size", "the tutorial uses 2")
+    if isinstance(model, ResNetConfig):
+        _positive(model.width, "model.width", "filters of the first stage, e.g. 16")
+        _positive(model.stages, "model.stages", "e.g. 3")
+        _positive(model.depth, "model.depth", "residual blocks per stage, e.g. 2")
+    if not isinstance(model, CustomModelConfig):
+        _require(
+            0.0 <= model.dropout < 1.0,
+            f"model.dropout={model.dropout}: must be in [0, 1); 0 turns dropout off",
+        )
     _require(
         math.isfinite(run.optimizer.lr) and run.optimizer.lr > 0,
         f"optimizer.lr={run.optimizer.lr}: must be a positive number such as 0.001",
