@@ -28,6 +28,8 @@ def test_every_group_option_composes_and_validates(compose_config, group: str, o
     overrides = [f"{group}={option}"]
     if (group, option) in (("dataset", "npz"), ("dataset", "folder")):
         overrides.append("dataset.path=/data/images")
+    if (group, option) == ("model", "custom"):
+        overrides.append("model._target_=mypackage.models.build")
     run = load_run_config(compose_config(*overrides))
     if group == "optimizer":
         assert run.optimizer.name == option
@@ -103,8 +105,8 @@ def test_run_settings_have_one_home() -> None:
 
     from cnnsweep.run import config
 
-    for schema in (config.RunConfig, config.DatasetConfig, config.ModelConfig, config.OptimizerConfig,
-                   config.HardwareConfig, config.TrainingConfig, config.ObjectiveConfig):
+    for schema in (config.RunConfig, config.DatasetConfig, *config.MODEL_FAMILIES.values(), config.AugmentConfig,
+                   config.OptimizerConfig, config.HardwareConfig, config.TrainingConfig, config.ObjectiveConfig):
         defaults = [field.name for field in dataclasses.fields(schema)
                     if field.default is not dataclasses.MISSING or field.default_factory is not dataclasses.MISSING]
         assert defaults == [], f"{schema.__name__} repeats conf/'s defaults: {defaults}"
