@@ -189,11 +189,11 @@ def test_a_job_at_its_time_limit_is_requeued_and_resumes(tiny_data: Path, tmp_pa
 
 @pytest.mark.xdist_group("slurm-clock")
 def test_a_job_past_its_requeues_fails_at_its_time_limit(tiny_data: Path, tmp_path: Path) -> None:
-    """launcher.max_num_timeout=0: the job is signalled before its 1-minute limit and is not requeued; its
+    """launcher.max_num_timeout=0: the job is signalled before its 2-minute limit and is not requeued; its
     run fails with submitit's reason (README names it, and the setting to raise) and keeps the epochs it
     trained, and the sweep exits 1 naming it."""
     sweep = tmp_path / "grid"
-    command = [*FAKE_RUN, "-m", *on_slurm(1, "launcher.timeout_min=1", "launcher.signal_delay_s=30",
+    command = [*FAKE_RUN, "-m", *on_slurm(1, "launcher.timeout_min=2", "launcher.signal_delay_s=60",
                                           "launcher.max_num_timeout=0"), "model.filters=4", "training.epochs=300",
                f"dataset.path={tiny_data}", f"hydra.sweep.dir={sweep}"]
     result = subprocess.run(command, cwd=tmp_path, env=command_env(FAKE_EPOCH_SECONDS="1"), capture_output=True,
@@ -202,7 +202,8 @@ def test_a_job_past_its_requeues_fails_at_its_time_limit(tiny_data: Path, tmp_pa
     run_dir = sweep / "0"
     assert error_of(run_dir) == "UncompletedJobError: Job not requeued because: timed-out too many times."
     assert "error: 1 of 1 jobs failed" in result.stderr and "timed-out too many times" in result.stderr
-    assert status(run_dir) == "failed" and 10 <= epochs_in(run_dir) < 300  # what it trained is kept
+    # what it trained (from its start, slow on a loaded machine, to the signal a minute or more later) is kept
+    assert status(run_dir) == "failed" and 1 <= epochs_in(run_dir) < 300
     assert "training.resume=true" not in (run_dir / ".hydra" / "overrides.yaml").read_text()  # never requeued
 
 
