@@ -209,3 +209,36 @@ def test_augmentation_is_searchable_like_any_key(run_cli, tiny_data: Path, tmp_p
     for trial in load(tmp_path).trials:  # each job trained with the rotation its trial drew
         saved = OmegaConf.load(Path(trial.user_attrs["cnnsweep_run_dir"]) / ".hydra" / "config.yaml")
         assert saved.augment.rotation == trial.params["augment.rotation"] and saved.augment.zoom == 0.08
+
+
+def test_a_warm_started_search_runs_the_earlier_best_trials_first(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    """A new study warm-started from an earlier search's folder: after its baseline, the earlier study's two
+    best completed trials whose learning rate lies in the new, narrower range run first, marked in the
+    study, the run records and the leaderboard."""
+    first = fake_search(run_cli, tmp_path, tiny_data, "first", "hydra.sweeper.n_trials=8", "hydra.sweeper.pruner=none")
+    assert first.returncode == 0, first.stderr[-3000:]
+    earlier = [trial for trial in load(tmp_path).trials if trial.state == TrialState.COMPLETE]
+    fitting = sorted((trial for trial in earlier if 0.001 <= trial.params["optimizer.lr"] <= 0.01),
+                     key=lambda trial: -trial.value)[:2]
+    assert len(fitting) == 2 and len(fitting) < len(earlier), "the narrower range leaves some earlier trials out"
+
+    second = fake_search(run_cli, tmp_path, tiny_data, "second", "hydra.sweeper.study_name=warm",
+                         "hydra.sweeper.n_trials=4", "optimizer.lr=tag(log, interval(0.001, 0.01))",
+                         f"hydra.sweeper.warm_start.source={tmp_path / 'first'}", "hydra.sweeper.warm_start.best=2")
+    assert second.returncode == 0, second.stderr[-3000:]
+    trials = load(tmp_path, "warm").trials
+    assert trials[0].user_attrs.get("cnnsweep_baseline") is True
+    assert [trial.params for trial in trials[1:3]] == [trial.params for trial in fitting]
+    assert [trial.user_attrs["cnnsweep_warm_start"] for trial in trials[1:3]] == [f"quick#{t.number}" for t in fitting]
+    assert "cnnsweep_warm_start" not in trials[3].user_attrs
+    board = pd.read_csv(tmp_path / "second" / "leaderboard.csv").set_index("trial")
+    assert board.loc[[1, 2], "warm_start"].tolist() == [f"quick#{t.number}" for t in fitting]
+    assert board.loc[[0, 3], "warm_start"].isna().all()
+
+
+def test_a_warm_start_source_that_is_no_study_is_one_line(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    result = fake_search(run_cli, tmp_path, tiny_data, "cold", f"hydra.sweeper.warm_start.source={tmp_path / 'none'}")
+    assert result.returncode == 2
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: hydra.sweeper.warm_start.source={tmp_path / 'none'}: no such folder, and not a storage URL; name an "
+        "earlier search's folder or its storage (sqlite:///..., postgresql+psycopg://...)"]

@@ -249,3 +249,21 @@ def test_study_json_has_no_password_and_trials_still_open_the_study(tmp_path: Pa
     read = StudySpec.read(path)
     assert read.storage == "postgresql+psycopg://user@127.0.0.1:9/db"
     assert with_password(read.storage, os.environ["CNNSWEEP_STORAGE_PASSWORD"]) == spec.storage
+
+
+def test_a_warm_start_takes_the_best_earlier_trials_that_fit_the_new_space() -> None:
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    from cnnsweep.search.warm_start import best_fitting
+
+    old = {"a": IntDistribution(0, 10), "b": CategoricalDistribution(["x", "y", "z"])}
+    earlier = optuna.create_study(direction="maximize")
+    for params, value in [({"a": 1, "b": "x"}, 0.5), ({"a": 5, "b": "y"}, 0.9), ({"a": 2, "b": "z"}, 0.8),
+                          ({"a": 2, "b": "z"}, 0.7), ({"a": 3, "b": "x"}, 0.6), ({"a": 4, "b": "y"}, 0.95)]:
+        earlier.add_trial(optuna.trial.create_trial(params=params, distributions=old, value=value))
+    new = {"a": IntDistribution(0, 4), "b": CategoricalDistribution(["x", "z"]), "c": IntDistribution(1, 2)}
+    # trial 5 (b=y) and trial 1 (a=5) do not fit; trial 3 repeats trial 2; c is left to the sampler
+    assert best_fitting(earlier, new, 3) == [(2, {"a": 2, "b": "z"}), (4, {"a": 3, "b": "x"}), (0, {"a": 1, "b": "x"})]
+    minimising = optuna.create_study(direction="minimize")
+    minimising.add_trials(earlier.trials)
+    assert best_fitting(minimising, new, 1) == [(0, {"a": 1, "b": "x"})]

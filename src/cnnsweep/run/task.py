@@ -102,7 +102,8 @@ def _run(cfg: DictConfig, trainer: Trainer, reporter: ReporterFactory, run_dir: 
 
     trial = reporter()  # an Optuna search's trial, when a search launched this run
     if trial is not None:
-        record.update(trial=trial.number, baseline=trial.baseline)
+        record.update(trial=trial.number, baseline=trial.baseline,
+                      **({"warm_start": trial.warm_start} if trial.warm_start else {}))
 
     def on_epoch(row: dict[str, Any]) -> bool:
         record.update(epochs_completed=row["epoch"])

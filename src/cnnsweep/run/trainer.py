@@ -36,6 +36,7 @@ class EpochReporter(Protocol):
 
     number: int  # the trial's number, recorded in metrics.json
     baseline: bool  # the search's trial 0, the composed config itself
+    warm_start: Optional[str]  # the earlier study's trial it repeats ("<study>#<trial>"), when warm-started
     metric: str  # the metric it reports
 
     def should_stop(self, row: dict[str, Any]) -> bool:

@@ -29,7 +29,7 @@ from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution
 from optuna.trial import TrialState
 
-from cnnsweep.errors import CnnsweepError
+from cnnsweep.errors import CnnsweepError, ConfigError
 from cnnsweep.launch import hydra_internals
 from cnnsweep.launch.contract import JobCannotStart, JobOutcome, TrialJob, TrialLauncher
 from cnnsweep.launch.interrupts import SWEEP
@@ -58,6 +58,7 @@ from cnnsweep.search.study import (
     trial_outcome,
 )
 from cnnsweep.search.trial import STUDY_ENV, TRIAL_ENV
+from cnnsweep.search.warm_start import enqueue_warm_start
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,9 @@ class Search:
         """The study, created or resumed, with trials of dead sweeps settled and the baseline queued; and
         study.json, which tells each trial's process how to report to it."""
         spec = plan.spec
+        if self.settings.warm_start.source and plan.grid is not None:
+            raise ConfigError("hydra.sweeper.warm_start: the grid sampler visits every point once in its own order; "
+                              "warm-start a tpe, random, cmaes or qmc search instead")
         if spec.storage is None:
             spec.storage = sweep_storage(self.sweep_dir)
         storage = spec.open_storage()
@@ -114,6 +118,8 @@ class Search:
         settle_orphans(study, spec.metrics)
         if self.settings.enqueue_baseline:
             self._enqueue_baseline(study, plan.space, plan.config_values, plan.grid)
+        if self.settings.warm_start.source:
+            enqueue_warm_start(study, self.settings.warm_start, plan.space.distributions)
         return study, storage, study_file
 
     def _run_trials(self, study: optuna.Study, storage: optuna.storages.BaseStorage, plan: SearchPlan,

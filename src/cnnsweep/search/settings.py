@@ -122,6 +122,15 @@ SAMPLER_CONFIGS = {"tpe": TPESamplerConf, "random": RandomSamplerConf, "cmaes": 
 
 
 @dataclass
+class WarmStartConf:
+    """`hydra.sweeper.warm_start`: a new study starts from an earlier one's best trials."""
+
+    source: Optional[str] = None  # a sweep folder (its study.json names the study), or an Optuna storage URL
+    study_name: Optional[str] = None  # with a storage URL: the earlier study (null: the storage's only one)
+    best: int = 5  # the earlier study's best completed trials that fit this space run first
+
+
+@dataclass
 class OptunaSearchConf:
     """`hydra/sweeper=cnnsweep_optuna`, selected by every sweeps/*.yaml."""
 
@@ -166,3 +175,8 @@ class OptunaSearchConf:
     custom_search_space: Optional[str] = None
     # Trial 0 of a new study is the composed config itself (the baseline every other trial is compared to).
     enqueue_baseline: bool = True
+    warm_start: WarmStartConf = field(default_factory=WarmStartConf)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.warm_start, dict):  # as the plugin front hands it over, from Hydra's config
+            self.warm_start = WarmStartConf(**self.warm_start)

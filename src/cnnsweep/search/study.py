@@ -45,6 +45,7 @@ ERROR_ATTR = "cnnsweep_error"
 REQUEUED_ATTR = "cnnsweep_requeued_from"  # on a trial that reruns an interrupted one
 INTERRUPTED_ATTR = "cnnsweep_interrupted"  # on a trial stopped by Ctrl-C / SIGTERM of its sweep (state FAIL)
 BASELINE_ATTR = "cnnsweep_baseline"  # on the trial that runs the composed config itself (trial 0)
+WARM_START_ATTR = "cnnsweep_warm_start"  # on a trial repeating an earlier study's: "<study>#<trial number>"
 JOURNAL_FILE = "optuna.journal"  # `storage: null`: the study of this sweep only, in its folder
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 

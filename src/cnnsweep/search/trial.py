@@ -24,7 +24,7 @@ class TrialReporter:
     def __init__(self, spec: "StudySpec", number: int) -> None:
         import optuna
 
-        from cnnsweep.search.study import BASELINE_ATTR
+        from cnnsweep.search.study import BASELINE_ATTR, WARM_START_ATTR
 
         self.number = number
         storage = spec.open_storage()
@@ -35,6 +35,7 @@ class TrialReporter:
         self.metric = spec.objectives[0]
         self.prunable = len(spec.directions) == 1 and bool(spec.metrics)
         self.baseline = bool(self.trial.user_attrs.get(BASELINE_ATTR))  # the search's trial 0
+        self.warm_start: Optional[str] = self.trial.user_attrs.get(WARM_START_ATTR)  # "<study>#<trial>" it repeats
 
     @classmethod
     def from_environment(cls) -> Optional["TrialReporter"]:
