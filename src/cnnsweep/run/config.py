@@ -215,6 +215,19 @@ class AugmentConfig:
         return self.flip is not Flip.none or any((self.rotation, self.translation, self.zoom, self.contrast))
 
 
+class LoggerName(str, Enum):
+    csv = "csv"  # the run folder's own records only (metrics.json, history.csv)
+    tensorboard = "tensorboard"  # and TensorBoard event files (training.tensorboard=true)
+    mlflow = "mlflow"  # and a run per job in an MLflow tracking server
+
+
+@dataclass
+class LoggerConfig:
+    name: LoggerName
+    tracking_uri: Optional[str]  # mlflow: the tracking server; null: $MLFLOW_TRACKING_URI
+    experiment: Optional[str]  # mlflow: the experiment; null: one per sweep folder (single runs: cnnsweep)
+
+
 @dataclass
 class RunConfig:
     dataset: DatasetConfig
@@ -224,11 +237,17 @@ class RunConfig:
     hardware: HardwareConfig
     training: TrainingConfig
     objective: ObjectiveConfig
+    logger: LoggerConfig
     seed: int
 
     @property
     def objective_metric(self) -> str:
         return objective_metric(self.objective.metric, self.dataset.holds_out)
+
+    @property
+    def tensorboard(self) -> bool:
+        """TensorBoard curves and HParams: training.tensorboard=true, or logger=tensorboard."""
+        return self.training.tensorboard or self.logger.name is LoggerName.tensorboard
 
     @property
     def objective_direction(self) -> str:

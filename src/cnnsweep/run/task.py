@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from cnnsweep.errors import CnnsweepError, DiskFull, RunFailed
 from cnnsweep.project import PROJECT_ROOT
@@ -28,6 +28,7 @@ from cnnsweep.run.data import Dataset, load_dataset
 from cnnsweep.run.model import check_fits_image
 from cnnsweep.run.records import (
     ENVIRONMENT_FILE,
+    FAILED,
     INTERRUPTED,
     NATIVE_LOG_FILE,
     RunRecord,
@@ -35,6 +36,7 @@ from cnnsweep.run.records import (
     native_log,
     write_json,
 )
+from cnnsweep.run.tracking import RunTracker, check_logger, flat_params, open_tracker
 from cnnsweep.run.trainer import EpochCallback, EpochReporter, ReporterFactory, Trainer, TrainingResult
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ def run_task(cfg: DictConfig, trainer: Trainer, reporter: ReporterFactory = no_r
 def _run(cfg: DictConfig, trainer: Trainer, reporter: ReporterFactory, run_dir: Path, record: RunRecord, in_multirun: bool,
          prefix: str) -> float:
     config = load_run_config(cfg)
+    check_logger(config.logger)
     data = load_dataset(config.dataset, config.seed)
     check_fits_image(config.model, data.input_shape)
     record.update(dataset=data.summary())
@@ -105,25 +108,47 @@ def _run(cfg: DictConfig, trainer: Trainer, reporter: ReporterFactory, run_dir: 
         record.update(trial=trial.number, baseline=trial.baseline,
                       **({"warm_start": trial.warm_start} if trial.warm_start else {}))
 
+    tracker = _tracker(cfg, config, run_dir, in_multirun, trial)
+
     def on_epoch(row: dict[str, Any]) -> bool:
         record.update(epochs_completed=row["epoch"])
+        tracker.epoch(row)
         if progress is Progress.epoch:
             log.info("%s%s", prefix, _epoch_line(row, config.training.epochs))
         return trial is not None and trial.should_stop(row)
 
-    # A sweep's job that cannot resume starts again (its sweep wants the result); a single run refuses.
-    result = trainer.train(config, data, run_dir, progress is Progress.bar, on_epoch,
-                           restart_if_unresumable=in_multirun)
+    try:
+        # A sweep's job that cannot resume starts again (its sweep wants the result); a single run refuses.
+        result = trainer.train(config, data, run_dir, progress is Progress.bar, on_epoch,
+                               restart_if_unresumable=in_multirun)
+    except BaseException as error:
+        tracker.finish(INTERRUPTED if isinstance(error, KeyboardInterrupt) else FAILED, record.metrics, run_dir)
+        raise
     metrics = result.metrics
     metric, direction = config.objective_metric, config.objective_direction
     value = float(metrics[metric])
     status = "pruned" if result.stopped_early else "completed"
     record.finish(status, objective={"name": metric, "value": value, "direction": direction}, **metrics)
+    tracker.finish(status, metrics, run_dir)
     if result.stopped_early:
         log.info("%spruned after epoch %d: %s is unpromising next to earlier trials", prefix,
                  metrics["epochs_completed"], trial.metric if trial else metric)
     log.info("%s%s", prefix, _summary_line(config, metrics, run_dir))
     return value
+
+
+def _tracker(cfg: DictConfig, config: RunConfig, run_dir: Path, in_multirun: bool,
+             trial: Optional[EpochReporter]) -> RunTracker:
+    """logger=mlflow's run for this job (cnnsweep.run.tracking), tagged with where it belongs."""
+    hydra_config = HydraConfig.get()
+    sweep_dir = Path(hydra_config.sweep.dir) if in_multirun else None
+    tags = {"cnnsweep.run_dir": str(run_dir), "cnnsweep.seed": str(config.seed)}
+    if sweep_dir is not None:
+        tags.update({"cnnsweep.sweep": str(sweep_dir), "cnnsweep.job": str(hydra_config.job.get("num"))})
+    if trial is not None:
+        tags.update({"cnnsweep.trial": str(trial.number), "cnnsweep.baseline": str(trial.baseline).lower()})
+    params = flat_params(OmegaConf.to_container(cfg, resolve=True))  # type: ignore[arg-type]
+    return open_tracker(config.logger, params, tags, sweep_dir, run_dir.name)
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:

@@ -248,7 +248,7 @@ def fit(model: keras.Model, config: RunConfig, data: Dataset, run_dir: Path, bat
     training = config.training
     nan_guard = NanLossGuard()
     callbacks = [nan_guard, *callbacks]
-    if training.tensorboard:
+    if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / TENSORBOARD_DIR)))
     batches = training_batches(data.x_train, data.y_train, batch_size, training.epochs, config.seed, training.shuffle,
                                first_epoch)
@@ -296,7 +296,7 @@ def evaluate(model: keras.Model, data: Dataset, batch_size: int, rows: list[dict
 def finish(model: keras.Model, config: RunConfig, run_dir: Path, metrics: dict[str, Any]) -> None:
     """TensorBoard's HParams (when asked for) and model.keras. A full disk raises DiskFull carrying the
     metrics, so the run's record keeps them."""
-    if config.training.tensorboard:
+    if config.tensorboard:
         write_hparams(run_dir, config, metrics)
     try:
         save_model(model, run_dir / MODEL_FILE)
