@@ -1,6 +1,6 @@
 """logger=mlflow against a real MLflow tracking server the test starts (`mlflow server` on a free port,
 SQLite backend): a grid's jobs are one MLflow run each, with params, per-epoch and final metrics, tags and
-artifacts, read back through MLflow's client; a tracker killed mid-sweep leaves every job completed with
+artifacts, and its leaderboard one more, read back through MLflow's client; a tracker killed mid-sweep leaves every job completed with
 its local records. The jobs run tests/fake_run.py: what is tested is the logging, not the training."""
 
 from __future__ import annotations
@@ -75,7 +75,10 @@ def test_a_grid_logs_one_mlflow_run_per_job(tracker, tiny_data: Path, tmp_path: 
 
     client = MlflowClient(tracking_uri=url)
     experiment = client.get_experiment_by_name(str(sweep.resolve()))
-    runs = {run.data.params["model.filters"]: run for run in client.search_runs([experiment.experiment_id])}
+    every = client.search_runs([experiment.experiment_id])
+    [board] = [run for run in every if run.info.run_name == "leaderboard"]  # the sweep's, at its end
+    assert [artifact.path for artifact in client.list_artifacts(board.info.run_id)] == ["leaderboard.csv"]
+    runs = {run.data.params["model.filters"]: run for run in every if run is not board}
     assert sorted(runs) == ["4", "6"]
     for job, filters in enumerate(("4", "6")):
         run, run_dir = runs[filters], sweep / str(job)

@@ -34,7 +34,16 @@ class LeaderboardCallback(Callback):
         self.top = top
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        frame = write_sweep_leaderboard(Path(config.hydra.sweep.dir), self.top)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        frame = write_sweep_leaderboard(sweep_dir, self.top)
+        if frame is not None and "logger" in config:
+            from cnnsweep.review.leaderboard import LEADERBOARD_FILE
+            from cnnsweep.run.config import LoggerConfig, LoggerName
+            from cnnsweep.run.tracking import log_sweep_leaderboard
+
+            logger = config.logger
+            log_sweep_leaderboard(LoggerConfig(LoggerName(logger.name), logger.get("tracking_uri"),
+                                               logger.get("experiment")), sweep_dir, sweep_dir / LEADERBOARD_FILE)
         if frame is not None and "status" in frame:
             failed = frame[frame["status"] == "failed"]
             if len(failed):

@@ -138,6 +138,27 @@ class MlflowTracker:
                         "holds every record", location(self.uri), self.failure)
 
 
+def log_sweep_leaderboard(config: LoggerConfig, sweep_dir: Path, leaderboard: Path) -> None:
+    """logger=mlflow: the sweep's leaderboard.csv as the artifact of a run named `leaderboard` in the sweep's
+    experiment (its jobs' runs are beside it). A tracker that cannot take it is a warning."""
+    if config.name is not LoggerName.mlflow or not leaderboard.is_file():
+        return
+    uri = config.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    try:
+        for key, value in MLFLOW_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(tracking_uri=uri)
+        experiment = _experiment_id(client, config.experiment or str(sweep_dir.resolve()))
+        run_id = client.create_run(experiment, tags={"cnnsweep.sweep": str(sweep_dir)}, run_name="leaderboard").info.run_id
+        client.log_artifact(run_id, str(leaderboard))
+        client.set_terminated(run_id, "FINISHED")
+    except Exception as error:  # the tracker's failure never fails the sweep
+        log.warning("mlflow: %s did not take the sweep's leaderboard (%s); it is in %s", location(uri),
+                    first_line(error), leaderboard)
+
+
 def _experiment_id(client: Any, name: str) -> str:
     """The experiment's id, creating it if needed (two jobs may create it at once: the loser reads it)."""
     existing = client.get_experiment_by_name(name)
