@@ -124,7 +124,7 @@ BROKEN_FILES = ["truncated", "text", "missing_keys", "mismatched", "labels_out_o
 @pytest.mark.parametrize(
     ("overrides", "message", "code"),
     [
-        (["model=resnet"], "In 'config': Could not find 'model/resnet'; Available options in 'model': cnn", 2),
+        (["model=vgg"], "In 'config': Could not find 'model/vgg'; Available options in 'model': applications, cnn, custom, resnet", 2),
         (["model.depth=3"], "Could not override 'model.depth'; To append to your config use +model.depth=3", 2),
         (["model.filters=0"], "model.filters=0: must be a positive integer", 2),
         (["model.kernel_size=-1"], "model.kernel_size=-1: must be a positive integer", 2),
