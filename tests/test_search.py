@@ -242,3 +242,19 @@ def test_a_warm_start_source_that_is_no_study_is_one_line(run_cli, tiny_data: Pa
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [
         f"error: hydra.sweeper.warm_start.source={tmp_path / 'none'}: no such folder, and not a storage URL; name an "
         "earlier search's folder or its storage (sqlite:///..., postgresql+psycopg://...)"]
+
+
+def test_a_multi_objective_search_is_not_pruned_and_says_so(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    """As README promises: Optuna prunes single-objective studies only, so the median pruner that stops the
+    hopeless trial above (test_the_median_pruner_stops_a_trial_below_earlier_trials) lets it finish here,
+    and the search's first line says the pruner is off."""
+    result = fake_search(run_cli, tmp_path, tiny_data, "pareto", "hydra.sweeper.n_trials=2", "training.epochs=3",
+                         "hydra.sweeper.sampler=grid", "hydra.sweeper.seed=1", "hydra.sweeper.enqueue_baseline=false",
+                         "hydra.sweeper.pruner=median", "hydra.sweeper.pruner_options.n_startup_trials=1",
+                         "hydra.sweeper.metric=[val_accuracy,params]", "hydra.sweeper.direction=[maximize,minimize]",
+                         "optimizer.lr=choice(0.001, 0.0000001)")
+    assert result.returncode == 0, result.stderr
+    assert "pruner none (multi-objective)" in result.stdout + result.stderr
+    trials = load(tmp_path).trials
+    assert [trial.state for trial in trials] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert all(len(trial.values) == 2 and not trial.intermediate_values for trial in trials)
