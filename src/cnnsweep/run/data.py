@@ -27,6 +27,7 @@ DATA_DIR_ENV = "CNNSWEEP_DATA_DIR"
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # Datasets Keras can download and cache itself when no local copy exists.
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
+SPLIT_ORDER = ("train", "val", "test")  # a folder's splits, each shuffled by its own seeded order
 
 
 @dataclass
@@ -70,7 +71,7 @@ def load_dataset(config: DatasetConfig, seed: int = 0) -> Dataset:
         return _load_folder(config, seed)
     x_train, y_train, x_test, y_test, source, digest = _read_checked(*_identity(config))
     num_classes = _check_label_range(y_train, y_test, config.num_classes, source)
-    val_count = _count(config.val_size, len(x_train))
+    val_count = image_folder.image_count(config.val_size, len(x_train))
     if val_count >= len(x_train):
         raise DataError(
             f"dataset.val_size={config.val_size:g} leaves no training images ({source} has "
@@ -82,11 +83,6 @@ def load_dataset(config: DatasetConfig, seed: int = 0) -> Dataset:
         x_train, x_val = x_train[:split], x_train[split:]
         y_train, y_val = y_train[:split], y_train[split:]
     return _limited(config, Dataset(x_train, y_train, x_val, y_val, x_test, y_test, num_classes, source, digest))
-
-
-def _count(size: float, total: int) -> int:
-    """dataset.val_size / test_size as a number of images: a fraction below 1 of `total`, else a count."""
-    return round(size * total) if size < 1 else int(size)
 
 
 def _limited(config: DatasetConfig, data: Dataset) -> Dataset:
@@ -133,9 +129,6 @@ def _load_folder(config: DatasetConfig, seed: int) -> Dataset:
                    images.content_sha256, images.class_names,
                    {"file": str(images.cache_file), "hit": images.cache_hit})
     return _limited(config, data)
-
-
-SPLIT_ORDER = ("train", "val", "test")
 
 
 _last_folder: dict[str, image_folder.FolderImages] = {}

@@ -185,7 +185,7 @@ def _write_cache(decoded: FolderImages) -> None:
 def stratified_split(labels: np.ndarray, size: float, seed: int, salt: int) -> tuple[np.ndarray, np.ndarray]:
     """Indices (kept, taken) with `size` of the images taken from each class in proportion (a count of
     1 or more, or a fraction below 1), the same for the same labels and seed."""
-    count = round(size * len(labels)) if size < 1 else int(size)
+    count = image_count(size, len(labels))
     if count <= 0:
         return np.arange(len(labels)), np.array([], dtype=np.int64)
     rng = np.random.default_rng([seed, salt])
@@ -198,3 +198,8 @@ def stratified_split(labels: np.ndarray, size: float, seed: int, salt: int) -> t
                             for label, take in zip(classes, per_class)])
     kept = np.setdiff1d(np.arange(len(labels)), taken)
     return kept, np.sort(taken)
+
+
+def image_count(size: float, total: int) -> int:
+    """dataset.val_size / test_size as a number of images: a fraction below 1 of `total`, else a count."""
+    return round(size * total) if size < 1 else int(size)
