@@ -5,10 +5,10 @@
 Writes 50,000 training and 10,000 test images as 32x32 PNG files in train/ and test/ class folders: the
 real CIFAR-10 when $CNNSWEEP_DATA_DIR/cifar10.npz exists, else MNIST padded to 32x32 and repeated to three
 channels. Then, all in this invocation:
-- listing and first decode of the folder (no cache), and the cached reload (the cache file, as a new
-  process or a sweep's next trial reads it);
-- `src/run.py dataset=folder` with model=cnn and with model=resnet on the same first N training images,
-  2 epochs each: seconds per epoch, and their ratio.
+- listing and first decode of the folder (no cache), and the cached reload as a new process or a sweep's
+  next trial pays it (listing, mapping the cache, splitting, float32 for training);
+- `src/run.py dataset=folder` on the same first N training images, 2 epochs each: model=cnn in memory,
+  model=cnn streamed from the cache (dataset.in_memory_gb=0) and model=resnet: seconds per epoch, ratios.
 Prints the CPU's model and whether it has AVX-512 beside the figures, since CPUs here differ 2-2.6x.
 """
 
@@ -28,6 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from cnnsweep.run import data as data_module  # noqa: E402
+from cnnsweep.run.config import compose_run_config  # noqa: E402
 from cnnsweep.run.image_folder import CACHE_DIR_ENV, list_folder, read_folder  # noqa: E402
 
 
@@ -64,13 +66,22 @@ def write_folder(root: Path, arrays: dict[str, np.ndarray]) -> float:
     return time.perf_counter() - started
 
 
-def train(root: Path, model: str, train_slice: int, workdir: Path, env: dict[str, str]) -> dict:
-    run_dir = workdir / model
+def train(root: Path, name: str, settings: list[str], train_slice: int, workdir: Path, env: dict[str, str]) -> dict:
+    run_dir = workdir / name
     subprocess.run([sys.executable, str(ROOT / "src" / "run.py"), "dataset=folder", f"dataset.path={root}",
                     "dataset.image_size=[32,32]", "dataset.val_size=0", f"dataset.max_train={train_slice}",
-                    "training.epochs=2", f"model={model}", "training.progress=none", f"hydra.run.dir={run_dir}"],
+                    "training.epochs=2", "training.progress=none", f"hydra.run.dir={run_dir}", *settings],
                    check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return json.loads((run_dir / "metrics.json").read_text())
+
+
+def timed_load(root: Path) -> tuple[float, object]:
+    """load_dataset as a new process would run it (nothing kept in memory from an earlier call)."""
+    data_module._last_folder.clear()
+    config = compose_run_config("dataset=folder", f"dataset.path={root}", "dataset.image_size=[32,32]").dataset
+    started = time.perf_counter()
+    data = data_module.load_dataset(config)
+    return time.perf_counter() - started, data
 
 
 def main() -> None:
@@ -89,23 +100,24 @@ def main() -> None:
         started = time.perf_counter()
         first = read_folder(listing, (32, 32), "rgb")
         decoded = time.perf_counter() - started
-        started = time.perf_counter()
-        again = read_folder(list_folder(root), (32, 32), "rgb")
-        reloaded = time.perf_counter() - started
-        assert again.cache_hit and not first.cache_hit
+        reloaded, data = timed_load(root)
+        assert data.decoded_cache["hit"] and not first.cache_hit
         count = sum(len(files) for files in listing.files.values())
+        cache_mib = sum(path.stat().st_size for path in first.cache_folder.iterdir()) / 2**20
         print(f"CPU: {cpu()}")
         print(f"folder: {count:,} PNG files of 32x32 ({name}), written in {written:.1f} s")
-        print(f"listing {listed:.2f} s | first decode {decoded:.1f} s | cached reload (listing + cache file) "
-              f"{reloaded:.2f} s: {decoded / reloaded:.0f}x faster | cache file "
-              f"{first.cache_file.stat().st_size / 2**20:.0f} MiB")
+        print(f"listing {listed:.2f} s | first decode {decoded:.1f} s | cached reload (listing, cache, split, "
+              f"float32) {reloaded:.2f} s: {decoded / reloaded:.0f}x faster | cache folder {cache_mib:.0f} MiB")
         env = {**os.environ, CACHE_DIR_ENV: str(workdir / "cache")}
-        cnn, resnet = (train(root, model, arguments.train_slice, workdir, env) for model in ("cnn", "resnet"))
-        print(f"{arguments.train_slice:,} training images, 2 epochs, seconds per epoch: model=cnn "
-              f"{cnn['seconds_per_epoch']:.1f} s ({cnn['params']:,} parameters, test accuracy "
-              f"{cnn['test_accuracy']:.4f}) | model=resnet {resnet['seconds_per_epoch']:.1f} s "
-              f"({resnet['params']:,} parameters, test accuracy {resnet['test_accuracy']:.4f}) | ratio "
-              f"{resnet['seconds_per_epoch'] / cnn['seconds_per_epoch']:.1f}x")
+        runs = {name: train(root, name, settings, arguments.train_slice, workdir, env) for name, settings in
+                (("cnn", ["model=cnn"]), ("cnn-streamed", ["model=cnn", "dataset.in_memory_gb=0"]),
+                 ("resnet", ["model=resnet"]))}
+        assert runs["cnn-streamed"]["dataset"]["decoded_cache"]["streamed"]
+        base = runs["cnn"]["seconds_per_epoch"]
+        print(f"{arguments.train_slice:,} training images, 2 epochs, seconds per epoch:")
+        for name, metrics in runs.items():
+            print(f"  {name}: {metrics['seconds_per_epoch']:.1f} s ({metrics['seconds_per_epoch'] / base:.2f}x "
+                  f"model=cnn), {metrics['params']:,} parameters, test accuracy {metrics['test_accuracy']:.4f}")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from cnnsweep.run.model import conv_widths
 from cnnsweep.project import CONF_DIR
 from cnnsweep.run.checkpoints import Checkpoint, Checkpoints, ResumePoint
 from cnnsweep.run.records import HISTORY_FILE, write_history
-from cnnsweep.run.trainer import EpochCallback, TrainingResult
+from cnnsweep.run.trainer import EpochCallback, TestDecision, TrainingResult
 
 EPOCH_SECONDS_ENV = "FAKE_EPOCH_SECONDS"
 KILL_FILTERS_ENV = "FAKE_KILL_FILTERS"
@@ -65,7 +65,7 @@ class ArithmeticTrainer:
                 "inter_op_threads": inter_op}
 
     def train(self, config: RunConfig, data: Dataset, run_dir: Path, show_progress_bar: bool,
-              on_epoch: EpochCallback, restart_if_unresumable: bool) -> TrainingResult:
+              on_epoch: EpochCallback, restart_if_unresumable: bool, skip_test: TestDecision) -> TrainingResult:
         epoch_seconds = float(os.environ.get(EPOCH_SECONDS_ENV, "0.02"))
         top = ceiling(config)
         checkpoints = Checkpoints(run_dir)
@@ -97,14 +97,20 @@ class ArithmeticTrainer:
         last = rows[-1]
         seconds = time.perf_counter() - started
         widths = conv_widths(config.model) if isinstance(config.model, CnnConfig) else [0]
-        return TrainingResult(metrics={
-            "test_accuracy": last["accuracy"], "test_loss": last["loss"],
+        metrics = {
+            "test_accuracy": None, "test_loss": None,
             "val_accuracy": last.get("val_accuracy"), "val_loss": last.get("val_loss"),
             "params": sum(widths) * 9 + getattr(config.model, "dense_units", 0) * 11,
-            "epochs_completed": len(rows), "train_seconds": seconds, "eval_seconds": 0.0,
+            "epochs_completed": len(rows), "train_seconds": seconds,
             "seconds_per_epoch": seconds / len(rows), "resumed_after_epoch": point.epoch or None,
             **({"restarted": point.restarted} if point.restarted else {}),
-        }, stopped_early=stopped_early)
+        }
+        skipped = skip_test(metrics, stopped_early)
+        if skipped is None:
+            metrics.update(test_accuracy=last["accuracy"], test_loss=last["loss"], eval_seconds=0.0)
+        else:
+            metrics["test_skipped"] = skipped
+        return TrainingResult(metrics=metrics, stopped_early=stopped_early)
 
 
 def load_model_file(checkpoint: Checkpoint) -> None:

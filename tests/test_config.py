@@ -78,6 +78,7 @@ def test_objective_follows_the_hold_out(compose_config) -> None:
         ("training.batch_size=0", "training.batch_size=0"),
         ("dataset.val_size=-1", "dataset.val_size=-1"),
         ("dataset.max_train=0", "dataset.max_train=0: must be a positive integer or null"),
+        ("dataset.in_memory_gb=-1", "dataset.in_memory_gb=-1.0: must be 0 or more (0 streams every folder)"),
         ("hardware.precision=float8", "hardware.precision: Invalid value 'float8'"),
         ("seed=-1", "seed=-1"),
         ("training.warmup_epochs=5", "training.warmup_epochs=5.0: must be at least 0 and below training.epochs (5)"),

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image, ImageDraw
 
@@ -79,7 +80,7 @@ def test_a_folder_is_decoded_once_and_then_read_from_its_cache(tmp_path: Path, c
     assert (x.shape, x.dtype, first.cache_hit) == ((120, 32, 32, 3), np.uint8, False)
     assert np.bincount(y).tolist() == [40, 40, 40]
     again = read_folder(list_folder(root), (32, 32), "rgb")
-    assert again.cache_hit and again.cache_file == first.cache_file and again.content_sha256 == first.content_sha256
+    assert again.cache_hit and again.cache_folder == first.cache_folder and again.content_sha256 == first.content_sha256
     assert np.array_equal(again.arrays["all"][0], x)
     gray = read_folder(listing, (24, 24), "grayscale")  # another size or colour is another cache file
     assert gray.arrays["all"][0].shape == (120, 24, 24, 1) and not gray.cache_hit
@@ -104,6 +105,41 @@ def test_the_splits_are_stratified_seeded_and_recorded(tmp_path: Path) -> None:
     other = load_dataset(folder_config(root, val_size=0.1), seed=4)
     assert not np.array_equal(other.x_test, data.x_test)
     assert len(load_dataset(folder_config(root, max_train=10), seed=3).x_train) == 10
+
+
+def test_a_folder_larger_than_in_memory_gb_streams_the_very_same_images(tmp_path: Path) -> None:
+    root = draw_folder(tmp_path / "photos")
+    in_memory = load_dataset(folder_config(root, val_size=0.1, in_memory_gb=None), seed=3)
+    streamed = load_dataset(folder_config(root, val_size=0.1, in_memory_gb=0.001), seed=3)  # 120 images: 1.5 MB
+    assert (in_memory.streamed, streamed.streamed) == (False, True)
+    assert streamed.summary()["decoded_cache"]["streamed"] is True and streamed.input_shape == (32, 32, 3)
+    for split in ("train", "val", "test"):
+        x, images = getattr(in_memory, f"x_{split}"), getattr(streamed, f"x_{split}")
+        assert isinstance(images.source, np.memmap) and images.shape == x.shape
+        assert np.array_equal(images.read(np.arange(len(images))), x)  # same images, order and scaling
+        assert np.array_equal(getattr(streamed, f"y_{split}"), getattr(in_memory, f"y_{split}"))
+    assert np.array_equal(streamed.x_train.read(np.array([5, 0, 5])), in_memory.x_train[[5, 0, 5]])
+    limited = load_dataset(folder_config(root, in_memory_gb=0, max_train=10), seed=3)
+    assert limited.streamed and len(limited.x_train) == 10 and len(limited.y_train) == 10
+    assert not load_dataset(folder_config(root, in_memory_gb=0.002), seed=3).streamed
+
+
+def test_a_damaged_cache_is_decoded_again_and_a_failed_decode_leaves_none(tmp_path: Path, cache: Path,
+                                                                          caplog) -> None:
+    root = draw_folder(tmp_path / "photos", per_class=5)
+    first = read_folder(list_folder(root), (32, 32), "rgb")
+    decoded = np.array(first.arrays["all"][0])
+    damaged = first.cache_folder / "x_all.npy"
+    damaged.unlink()  # a new file, not this one truncated: the mapped one stays readable
+    damaged.write_bytes(b"\x93NUMPY truncated")
+    again = read_folder(list_folder(root), (32, 32), "rgb")
+    assert not again.cache_hit and "unreadable" in caplog.text
+    assert np.array_equal(again.arrays["all"][0], decoded)
+    image = root / "square" / "003.png"
+    image.write_bytes(image.read_bytes()[:60])  # the decode stops at this image: no cache, nothing half-written
+    with pytest.raises(DataError, match="not a readable image"):
+        read_folder(list_folder(root), (32, 32), "rgb")
+    assert sorted(path.name for path in cache.iterdir()) == [first.cache_folder.name]
 
 
 def test_a_folders_own_train_and_test_folders_are_its_splits(tmp_path: Path) -> None:
@@ -170,7 +206,7 @@ def test_a_folder_without_test_split_or_size_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.tensorflow
-def test_a_run_trains_on_a_folder_and_reads_it_from_the_cache_the_second_time(run_cli, tmp_path: Path,
+def test_a_run_trains_on_a_folder_reads_it_from_the_cache_then_streams_it_the_same(run_cli, tmp_path: Path,
                                                                               cache: Path) -> None:
     root = draw_folder(tmp_path / "photos", per_class=80)
     settings = ["dataset=folder", f"dataset.path={root}", "dataset.image_size=[32,32]", "training.epochs=3",
@@ -186,3 +222,11 @@ def test_a_run_trains_on_a_folder_and_reads_it_from_the_cache_the_second_time(ru
     assert first["dataset"]["class_names"] == list(CLASSES)
     assert (first["dataset"]["decoded_cache"]["hit"], second["dataset"]["decoded_cache"]["hit"]) == (False, True)
     assert second["test_accuracy"] == first["test_accuracy"]  # the cache holds exactly what was decoded
+    result = run_cli(*settings, "dataset.in_memory_gb=0", f"hydra.run.dir={tmp_path / 'streamed'}", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    streamed = json.loads((tmp_path / "streamed" / "metrics.json").read_text())
+    assert streamed["dataset"]["decoded_cache"] == {**first["dataset"]["decoded_cache"], "hit": True, "streamed": True}
+    assert streamed["test_accuracy"] == first["test_accuracy"]  # read from disk batch by batch: the same training
+    first_history, streamed_history = (pd.read_csv(tmp_path / name / "history.csv").drop(columns="seconds")
+                                       for name in ("first", "streamed"))
+    pd.testing.assert_frame_equal(first_history, streamed_history, check_exact=True)

@@ -68,6 +68,16 @@ def test_search_then_resume_study_and_leaderboard_agree(run_cli, mnist_dir: Path
         assert row["run"] == f"first/{trial.number}"
         assert row["optimizer.lr"] == pytest.approx(trial.params["optimizer.lr"])
     assert board["test_accuracy"].notna().all() and board["objective"].iloc[0] == pytest.approx(study.best_value)
+    assert "where the time of 3 runs went" in first.stdout and "training " in first.stdout
+    for line in (tmp_path / "first" / "schedule.jsonl").read_text().splitlines():  # each job's phases, measured
+        job = json.loads(line)
+        timings, record = job["timings"], json.loads((Path(job["run_dir"]) / "metrics.json").read_text())
+        assert record["timings"] == timings and [epoch["epoch"] for epoch in timings["epochs"]] == [1, 2]
+        assert all(epoch["train"] > 0 and epoch["validate"] > 0 and epoch["checkpoint"] > 0
+                   for epoch in timings["epochs"])
+        phases = ("data", "setup", "build", "train", "validate", "checkpoint", "test", "save")
+        assert all(timings[phase] > 0 for phase in phases)
+        assert sum(timings[phase] for phase in phases) < job["end"] - job["start"]
     results = OmegaConf.load(tmp_path / "first" / "optimization_results.yaml")
     assert results.best_trial == study.best_trial.number and results.best_value == pytest.approx(study.best_value)
 
@@ -141,6 +151,30 @@ def test_the_median_pruner_stops_a_trial_below_earlier_trials(run_cli, tiny_data
     assert [trial.state for trial in trials] == [TrialState.COMPLETE, TrialState.PRUNED]
     assert trials[1].intermediate_values[1] < trials[0].intermediate_values[1]  # below the median of one
     assert list(trials[1].intermediate_values) == [1]
+    pruned = json.loads((tmp_path / "median" / "1" / "metrics.json").read_text())
+    assert pruned["test_accuracy"] is None and pruned["test_skipped"].startswith("pruned (hydra.sweeper.test_top_k=3 ")
+
+
+def test_only_trials_among_the_best_k_when_they_finish_evaluate_the_test_set(run_cli, tiny_data: Path,
+                                                                             tmp_path: Path) -> None:
+    """One trial at a time, so "better when it finished" is every earlier trial with a higher value."""
+    result = fake_search(run_cli, tmp_path, tiny_data, "top", "hydra.sweeper.n_trials=8", "hydra.sweeper.n_jobs=1",
+                         "hydra.sweeper.test_top_k=2", "hydra.sweeper.pruner=none", "hydra.sweeper.sampler=random",
+                         "hydra.sweeper.seed=0", "training.epochs=1")
+    assert result.returncode == 0, result.stderr
+    values = [trial.value for trial in load(tmp_path).trials]
+    board = pd.read_csv(tmp_path / "top" / "leaderboard.csv").set_index("trial")
+    evaluated = board["test_accuracy"].notna()
+    for number, value in enumerate(values):
+        better = sum(earlier > value for earlier in values[:number])
+        if better < 2:
+            assert evaluated[number] and pd.isna(board.loc[number, "test_skipped"])
+        else:
+            assert not evaluated[number]
+            assert board.loc[number, "test_skipped"].startswith(f"{better} completed trials were better when it")
+    best_two = sorted(range(len(values)), key=lambda number: -values[number])[:2]
+    assert board.loc[best_two, "test_accuracy"].notna().all()
+    assert 0 < board["test_accuracy"].isna().sum() < len(values) - 2  # some skipped, and more than the best two ran
 
 
 def test_a_grid_search_runs_each_point_once_and_marks_the_baselines(run_cli, tiny_data: Path, tmp_path: Path) -> None:

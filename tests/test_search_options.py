@@ -117,6 +117,7 @@ BAD_INPUTS = [
     (["hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs=0: must be a positive number of trials at once"),
     (["hydra.sweeper.max_failure_rate=2"], "hydra.sweeper.max_failure_rate=2.0: must be between 0.0 and 1.0"),
     (["hydra.sweeper.timeout=0"], "hydra.sweeper.timeout=0.0: must be a positive number of seconds"),
+    (["hydra.sweeper.test_top_k=0"], "hydra.sweeper.test_top_k=0: must be a positive number of trials, or null"),
     (["+hydra.sweeper.sampler.n_candidates=8"],
      "hydra.sweeper.sampler: TPESampler got an unexpected keyword argument 'n_candidates'"),
     (["+hydra.sweeper.pruner_options.warmup=2"], "hydra.sweeper.pruner_options for pruner=median: "),

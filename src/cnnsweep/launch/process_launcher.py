@@ -7,7 +7,7 @@ A slot is one concurrent job's share of the machine (see cnnsweep.launch.devices
 that frees up takes the next job at once, whether the jobs come from one grid batch or from an Optuna
 search running trials from several threads (the TrialLauncher contract of cnnsweep.launch.contract). A job
 that dies (killed, out of memory, segfault) fails alone and is recorded as failed; the sweep goes on.
-Every job's slot, start and end are appended to <sweep folder>/schedule.jsonl.
+Every job's slot, start, end and phase timings are appended to <sweep folder>/schedule.jsonl.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from cnnsweep.launch.contract import JobOutcome, TrialJob, continuing, kept_or_u
 from cnnsweep.launch.devices import Slot
 from cnnsweep.launch.job_process import Worker, WorkerLimits
 from cnnsweep.run.hardware import PROCESS_WIDE
+from cnnsweep.run.records import RunRecord
 
 log = logging.getLogger(__name__)
 SCHEDULE_FILE = "schedule.jsonl"
@@ -88,11 +89,12 @@ class SlotPool:
 
     def _record(self, sweep_dir: Path, job: TrialJob, job_dir: Path, slot: Slot, started: float,
                 result: JobOutcome, worker: Worker) -> None:
-        """One line per finished job: which slot, GPU, threads and worker process it had, and when."""
+        """One line per finished job: which slot, GPU, threads and worker process it had, when, and where its
+        seconds went (the run record's `timings`: data, set-up, build, each epoch's phases, test, save)."""
         line = {"job": job.number, "run_dir": str(job_dir), "slot": slot.index, "gpu": slot.gpu,
                 "threads": slot.threads, "start": started, "end": time.time(),
                 "status": "failed" if result.error else "completed", "worker_pid": worker.last_pid,
-                "worker_job": worker.jobs_run}
+                "worker_job": worker.jobs_run, "timings": RunRecord.read(job_dir).fields.get("timings")}
         with self._schedule_lock, open(sweep_dir / SCHEDULE_FILE, "a") as schedule:
             schedule.write(json.dumps(line) + "\n")
 

@@ -26,9 +26,11 @@ LEAD_COLUMNS = ["rank", "run", "status", "objective", "vs_baseline"]
 MAIN_METRICS = ["val_accuracy", "val_loss", "test_accuracy", "test_loss", "params", "epochs_completed",
                 "train_seconds", "seconds_per_epoch"]
 REST_COLUMNS = ["objective_metric", "objective_direction", "sweep", "seed", "trial", "baseline", "warm_start",
-                "error", "started_at", "finished_at"]
-# From metrics.json (warm_start: the earlier study's trial a warm-started search's trial repeats).
-RECORD_FIELDS = MAIN_METRICS + ["seed", "trial", "baseline", "warm_start", "error", "started_at", "finished_at"]
+                "test_skipped", "error", "started_at", "finished_at"]
+# From metrics.json (warm_start: the earlier study's trial a warm-started search's trial repeats;
+# test_skipped: why a search's trial has no test figures).
+RECORD_FIELDS = MAIN_METRICS + ["seed", "trial", "baseline", "warm_start", "test_skipped", "error", "started_at",
+                                "finished_at"]
 # Config keys that never distinguish one experiment from another.
 # (launcher.*: how jobs were spread over devices, not what was trained).
 IGNORED_CONFIG_KEYS = ("training.progress",)

@@ -91,6 +91,7 @@ class DatasetConfig:
     test_size: float  # a folder without test/: its test split, a count or a fraction below 1
     image_size: Optional[list[int]]  # a folder's images resized to [height, width]
     color_mode: Optional[ColorMode]  # a folder's images as grayscale (1 channel) or rgb (3)
+    in_memory_gb: Optional[float]  # a folder larger than this as float32 streams from disk; null: never
 
     @property
     def holds_out(self) -> bool:
@@ -395,6 +396,9 @@ def _check_ranges(run: RunConfig) -> None:
                  f"{key}={size:g}: must be 0 (none), a fraction below 1 or a whole number of images")
     _require(data.image_size is None or (len(data.image_size) == 2 and min(data.image_size) > 0),
              f"dataset.image_size={data.image_size}: must be [height, width] in pixels, e.g. [64, 64]")
+    _require(data.in_memory_gb is None or data.in_memory_gb >= 0,
+             f"dataset.in_memory_gb={data.in_memory_gb}: must be 0 or more (0 streams every folder), or null to "
+             "always load folders into memory")
     _positive(data.max_train, "dataset.max_train", "null uses every training image", optional=True)
     _positive(data.max_test, "dataset.max_test", "null uses every test image", optional=True)
     _require(

@@ -11,40 +11,50 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import logging
 import os
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
 from cnnsweep.errors import DataError, first_line
-from cnnsweep.run import image_folder
+from cnnsweep.run import image_folder, streaming
 from cnnsweep.run.config import DatasetConfig
+from cnnsweep.run.streaming import StreamedImages
+
+log = logging.getLogger(__name__)
 
 DATA_DIR_ENV = "CNNSWEEP_DATA_DIR"
 REQUIRED_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # Datasets Keras can download and cache itself when no local copy exists.
 KERAS_DATASETS = ("mnist", "fashion_mnist", "cifar10", "cifar100")
 SPLIT_ORDER = ("train", "val", "test")  # a folder's splits, each shuffled by its own seeded order
+Images = Union[np.ndarray, StreamedImages]  # in memory, or a decoded folder too large for it
 
 
 @dataclass
 class Dataset:
-    """Arrays ready for Keras: float32 images with a channel axis, int64 labels."""
+    """Arrays ready for Keras: float32 images with a channel axis (or, for a folder too large for memory,
+    StreamedImages read a batch at a time), int64 labels."""
 
-    x_train: np.ndarray
+    x_train: Images
     y_train: np.ndarray
-    x_val: Optional[np.ndarray]
+    x_val: Optional[Images]
     y_val: Optional[np.ndarray]
-    x_test: np.ndarray
+    x_test: Images
     y_test: np.ndarray
     num_classes: int
     source: str  # the file or folder read, or "keras:<name>" for a download
     sha256: Optional[str]  # of the file; of a folder, over its image files' bytes
     class_names: Optional[tuple[str, ...]] = None  # a folder's class folders, label 0 first
-    decoded_cache: Optional[dict[str, object]] = None  # a folder's cache file, and whether this run read it
+    decoded_cache: Optional[dict[str, object]] = None  # a folder's cache: where, found there?, streamed?
+
+    @property
+    def streamed(self) -> bool:
+        return isinstance(self.x_train, StreamedImages)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -102,7 +112,10 @@ def _load_folder(config: DatasetConfig, seed: int) -> Dataset:
                         "dataset.color_mode=rgb|grayscale (dataset=folder sets both)")
     listing = image_folder.list_folder(root)
     images = _decoded(listing, tuple(config.image_size), config.color_mode.value)  # type: ignore[arg-type]
-    splits = dict(images.arrays)
+    splits: dict[str, tuple[Images, np.ndarray]] = dict(images.arrays)
+    streamed = streams(config, [x for x, _ in splits.values()])
+    if streamed:
+        splits = {split: (StreamedImages.of(x), y) for split, (x, y) in splits.items()}
     if "all" in splits:
         x, y = splits.pop("all")
         if config.test_size <= 0:
@@ -119,7 +132,7 @@ def _load_folder(config: DatasetConfig, seed: int) -> Dataset:
             raise DataError(f"dataset.path={config.path}: its {split} split has no images; lower "
                             f"dataset.{'test' if split == 'test' else 'val'}_size or add images")
         order = np.random.default_rng([seed, 3, SPLIT_ORDER.index(split)]).permutation(len(x))
-        splits[split] = _as_images(x[order], f"x_{split}", str(root)), y[order]
+        splits[split] = x[order] if streamed else _as_images(x[order], f"x_{split}", str(root)), y[order]
     num_classes = len(images.class_names)
     if config.num_classes is not None and config.num_classes != num_classes:
         raise DataError(f"dataset.num_classes={config.num_classes} but {config.path} has {num_classes} class "
@@ -127,8 +140,19 @@ def _load_folder(config: DatasetConfig, seed: int) -> Dataset:
     x_val, y_val = splits.get("val", (None, None))
     data = Dataset(*splits["train"], x_val, y_val, *splits["test"], num_classes, str(listing.root),
                    images.content_sha256, images.class_names,
-                   {"file": str(images.cache_file), "hit": images.cache_hit})
+                   {"folder": str(images.cache_folder), "hit": images.cache_hit, "streamed": streamed})
     return _limited(config, data)
+
+
+def streams(config: DatasetConfig, arrays: list[np.ndarray]) -> bool:
+    """Whether a decoded folder is read from disk batch by batch: its images as float32 would take more
+    than dataset.in_memory_gb."""
+    needed = sum(streaming.float32_gb(len(x), x.shape[1:]) for x in arrays)
+    if config.in_memory_gb is None or needed <= config.in_memory_gb:
+        return False
+    log.info("%s: its images take %.2f GB as float32, above dataset.in_memory_gb=%g; streaming them from %s",
+             config.path, needed, config.in_memory_gb, image_folder.cache_dir())
+    return True
 
 
 _last_folder: dict[str, image_folder.FolderImages] = {}

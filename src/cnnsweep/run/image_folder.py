@@ -6,9 +6,10 @@
 
 Class names are the subfolders' sorted names (label 0 first). Images (JPEG, PNG, BMP, GIF; the first
 frame) are decoded with Pillow, converted to `dataset.color_mode` and resized to `dataset.image_size`,
-once: the decoded arrays go to a cache file keyed by the folder's file list, sizes and modification times
-(and the size and colour asked for), so the next run, a sweep's other trials and warm workers read them
-back instead of decoding again. Splits made here are stratified (each class in proportion) and fixed by
+once: the decoded arrays go to a cache folder of .npy files keyed by the folder's file list, sizes and
+modification times (and the size and colour asked for), so the next run, a sweep's other trials and warm
+workers map them instead of decoding again; a folder larger than memory streams from there
+(cnnsweep.run.streaming). Splits made here are stratified (each class in proportion) and fixed by
 `seed`. Every bad input (no class folders, an empty class, a single class, an image that cannot be
 decoded) is one line naming the folder or file, before TensorFlow starts. NumPy and Pillow only.
 """
@@ -19,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +35,8 @@ log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 SPLIT_FOLDERS = ("train", "val", "test")
 CACHE_DIR_ENV = "CNNSWEEP_CACHE_DIR"  # where decoded folders are kept (default: ~/.cache/cnnsweep/folders)
-CACHE_FORMAT = 1  # bumped when the cache file's layout changes
+CACHE_FORMAT = 2  # bumped when the cache folder's layout changes
+META_FILE = "meta.json"  # class names and content hash, written last into a cache folder
 
 
 @dataclass(frozen=True)
@@ -53,12 +56,13 @@ class FolderListing:
 
 @dataclass(frozen=True)
 class FolderImages:
-    """A folder decoded: uint8 images (N, H, W, C) and int64 labels per split, and where they came from."""
+    """A folder decoded: uint8 images (N, H, W, C), memory-mapped, and int64 labels per split, and where
+    they came from."""
 
     arrays: dict[str, tuple[np.ndarray, np.ndarray]]
     class_names: tuple[str, ...]
     content_sha256: str  # over every image file's bytes, in listing order
-    cache_file: Path
+    cache_folder: Path  # x_<split>.npy, y_<split>.npy, meta.json
     cache_hit: bool
 
 
@@ -120,19 +124,58 @@ def cache_dir() -> Path:
 
 
 def read_folder(listing: FolderListing, image_size: tuple[int, int], color_mode: str) -> FolderImages:
-    """The folder's images decoded, from the cache when it holds this listing, else decoded and cached."""
-    cache_file = cache_dir() / f"{listing.key(image_size, color_mode)}.npz"
-    cached = _read_cache(cache_file, listing)
+    """The folder's images decoded, from the cache when it holds this listing, else decoded and cached.
+
+    The arrays come back memory-mapped from the cache folder: decoding writes each image straight to
+    its file, so neither decoding nor reading needs the whole folder in memory."""
+    cache_folder = cache_dir() / listing.key(image_size, color_mode)
+    cached = _read_cache(cache_folder, listing)
     if cached is not None:
         return cached
-    arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    digest = hashlib.sha256()
-    for split, files in listing.files.items():
-        images = np.stack([_decode(listing.root / name, image_size, color_mode, digest) for name, _ in files])
-        arrays[split] = images, np.array([label for _, label in files], dtype=np.int64)
-    decoded = FolderImages(arrays, listing.class_names, digest.hexdigest(), cache_file, cache_hit=False)
-    _write_cache(decoded)
-    return decoded
+    try:
+        cache_folder.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(dir=cache_folder.parent, prefix=f".{cache_folder.name}."))
+    except OSError as error:
+        log.warning("decoded images not cached in %s (%s); the next run decodes them again (set %s to a "
+                    "writable folder)", cache_folder.parent, first_line(error), CACHE_DIR_ENV)
+        work = Path(tempfile.mkdtemp(prefix="cnnsweep-folder-"))
+        _decode_all(listing, image_size, color_mode, work)
+        decoded = _read_cache(work, listing, fresh=True)
+        shutil.rmtree(work)  # its mapped arrays stay readable until this process ends
+        return decoded
+    _decode_all(listing, image_size, color_mode, work)
+    try:
+        os.replace(work, cache_folder)  # atomic: a killed run leaves no half-written cache
+    except OSError:
+        shutil.rmtree(work, ignore_errors=True)
+        if not (cache_folder / META_FILE).is_file():
+            raise
+        # another trial finished the same decode first: its cache serves
+    return _read_cache(cache_folder, listing, fresh=True)
+
+
+def _decode_all(listing: FolderListing, image_size: tuple[int, int], color_mode: str, work: Path) -> None:
+    """Every image decoded into x_<split>.npy (one at a time, memory-mapped), labels into y_<split>.npy,
+    and meta.json last: its presence marks a complete cache. On any failure `work` is removed."""
+    try:
+        digest = hashlib.sha256()
+        channels = 1 if color_mode == "grayscale" else 3
+        for split, files in listing.files.items():
+            images = np.lib.format.open_memmap(work / f"x_{split}.npy", mode="w+", dtype=np.uint8,
+                                               shape=(len(files), *image_size, channels))
+            for index, (name, _) in enumerate(files):
+                images[index] = _decode(listing.root / name, image_size, color_mode, digest)
+            images.flush()
+            del images
+            np.save(work / f"y_{split}.npy", np.array([label for _, label in files], dtype=np.int64))
+        meta = {"class_names": list(listing.class_names), "content_sha256": digest.hexdigest()}
+        (work / META_FILE).write_text(json.dumps(meta))
+    except BaseException as error:
+        shutil.rmtree(work, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise DataError(f"decoding {listing.root} into {work.parent}: {first_line(error)}; free disk space or "
+                            f"set {CACHE_DIR_ENV} to a folder with room for the decoded images") from error
+        raise
 
 
 def _decode(path: Path, image_size: tuple[int, int], color_mode: str, digest: "hashlib._Hash") -> np.ndarray:
@@ -153,33 +196,26 @@ def _decode(path: Path, image_size: tuple[int, int], color_mode: str, digest: "h
     return pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
 
 
-def _read_cache(path: Path, listing: FolderListing) -> Optional[FolderImages]:
+def _read_cache(folder: Path, listing: FolderListing, fresh: bool = False) -> Optional[FolderImages]:
+    """The cached arrays, memory-mapped; None when there is no cache, or (after a warning, the damaged
+    folder removed) when it does not match the listing. A `fresh` cache, just written, must be readable."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            meta = json.loads(str(archive["meta"]))
-            arrays = {split: (archive[f"x_{split}"], archive[f"y_{split}"]) for split in listing.files}
+        meta = json.loads((folder / META_FILE).read_text())
+        arrays = {split: (np.load(folder / f"x_{split}.npy", mmap_mode="r"), np.load(folder / f"y_{split}.npy"))
+                  for split in listing.files}
+        for split, (x, y) in arrays.items():
+            if not len(x) == len(y) == len(listing.files[split]):
+                raise ValueError(f"{split} holds {len(x)} images for {len(listing.files[split])} files")
     except (OSError, ValueError, KeyError) as error:
-        if path.exists():
-            log.warning("decoded-image cache %s unreadable (%s); decoding the folder again", path, first_line(error))
+        if not folder.exists():
+            return None
+        if fresh:
+            raise DataError(f"decoded images in {folder} unreadable ({first_line(error)}); set {CACHE_DIR_ENV} to "
+                            "another folder") from error
+        log.warning("decoded-image cache %s unreadable (%s); decoding the folder again", folder, first_line(error))
+        shutil.rmtree(folder, ignore_errors=True)
         return None
-    return FolderImages(arrays, tuple(meta["class_names"]), meta["content_sha256"], path, cache_hit=True)
-
-
-def _write_cache(decoded: FolderImages) -> None:
-    """Atomically (a killed run leaves no half-written cache); a cache that cannot be written is a warning."""
-    path = decoded.cache_file
-    arrays = {f"{axis}_{split}": array for split, pair in decoded.arrays.items() for axis, array in zip("xy", pair)}
-    meta = json.dumps({"class_names": list(decoded.class_names), "content_sha256": decoded.content_sha256})
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz",
-                                         delete=False) as handle:
-            np.savez(handle, meta=np.array(meta), **arrays)
-        os.replace(handle.name, path)
-    except OSError as error:
-        Path(handle.name).unlink(missing_ok=True) if "handle" in locals() else None
-        log.warning("decoded images not cached in %s (%s); the next run decodes them again (set %s to a "
-                    "writable folder)", path.parent, first_line(error), CACHE_DIR_ENV)
+    return FolderImages(arrays, tuple(meta["class_names"]), meta["content_sha256"], folder, cache_hit=not fresh)
 
 
 def stratified_split(labels: np.ndarray, size: float, seed: int, salt: int) -> tuple[np.ndarray, np.ndarray]:

@@ -36,8 +36,17 @@ from cnnsweep.run.records import (
     native_log,
     write_json,
 )
+from cnnsweep.run.timings import Stopwatch
 from cnnsweep.run.tracking import RunTracker, check_logger, flat_params, open_tracker
-from cnnsweep.run.trainer import EpochCallback, EpochReporter, ReporterFactory, Trainer, TrainingResult
+from cnnsweep.run.trainer import (
+    EpochCallback,
+    EpochReporter,
+    ReporterFactory,
+    TestDecision,
+    Trainer,
+    TrainingResult,
+    always_test,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +58,10 @@ class KerasTrainer:
         return hardware.configure(config.hardware, config.seed)
 
     def train(self, config: RunConfig, data: Dataset, run_dir: Path, show_progress_bar: bool,
-              on_epoch: EpochCallback, restart_if_unresumable: bool) -> TrainingResult:
+              on_epoch: EpochCallback, restart_if_unresumable: bool, skip_test: TestDecision) -> TrainingResult:
         from cnnsweep.run.training import train  # imports Keras, so only after prepare()
 
-        return train(config, data, run_dir, show_progress_bar, on_epoch, restart_if_unresumable)
+        return train(config, data, run_dir, show_progress_bar, on_epoch, restart_if_unresumable, skip_test)
 
 
 def no_reporter() -> Optional[EpochReporter]:
@@ -93,11 +102,15 @@ def _run(cfg: DictConfig, trainer: Trainer, reporter: ReporterFactory, run_dir: 
          prefix: str) -> float:
     config = load_run_config(cfg)
     check_logger(config.logger)
-    data = load_dataset(config.dataset, config.seed)
+    stopwatch = Stopwatch()
+    with stopwatch.measure("data"):
+        data = load_dataset(config.dataset, config.seed)
     check_fits_image(config.model, data.input_shape)
     record.update(dataset=data.summary())
-    devices = trainer.prepare(config)
-    write_json(run_dir / ENVIRONMENT_FILE, environment_info(devices, PROJECT_ROOT))
+    with stopwatch.measure("setup"):
+        devices = trainer.prepare(config)
+        write_json(run_dir / ENVIRONMENT_FILE, environment_info(devices, PROJECT_ROOT))
+    record.update(timings=stopwatch.as_dict())
 
     progress = config.training.progress
     if progress is Progress.auto:
@@ -120,11 +133,12 @@ def _run(cfg: DictConfig, trainer: Trainer, reporter: ReporterFactory, run_dir: 
     try:
         # A sweep's job that cannot resume starts again (its sweep wants the result); a single run refuses.
         result = trainer.train(config, data, run_dir, progress is Progress.bar, on_epoch,
-                               restart_if_unresumable=in_multirun)
+                               restart_if_unresumable=in_multirun,
+                               skip_test=trial.skips_test if trial is not None else always_test)
     except BaseException as error:
         tracker.finish(INTERRUPTED if isinstance(error, KeyboardInterrupt) else FAILED, record.metrics, run_dir)
         raise
-    metrics = result.metrics
+    metrics = {**result.metrics, "timings": {**stopwatch.as_dict(), **result.metrics.get("timings", {})}}
     metric, direction = config.objective_metric, config.objective_direction
     value = float(metrics[metric])
     status = "pruned" if result.stopped_early else "completed"
@@ -160,8 +174,10 @@ def _summary_line(config: RunConfig, metrics: dict[str, Any], run_dir: Path) -> 
     validation = (
         f" | val_accuracy {metrics['val_accuracy']:.4f}" if metrics["val_accuracy"] is not None else ""
     )
+    test = (f"test_accuracy {metrics['test_accuracy']:.4f}" if metrics["test_accuracy"] is not None
+            else "test set skipped")
     return (
-        f"test_accuracy {metrics['test_accuracy']:.4f}{validation} | params {metrics['params']:,} | "
+        f"{test}{validation} | params {metrics['params']:,} | "
         f"{metrics['epochs_completed']} epochs in {metrics['train_seconds']:.1f} s "
         f"({metrics['seconds_per_epoch']:.1f} s/epoch) | {config.objective_metric} is the objective | "
         f"{run_dir}"

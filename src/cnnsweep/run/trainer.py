@@ -11,6 +11,13 @@ from cnnsweep.run.config import RunConfig
 from cnnsweep.run.data import Dataset
 
 EpochCallback = Callable[[dict[str, Any]], bool]  # gets each epoch's history row; True stops training
+# Gets the metrics measured once training ends (all but the test set's) and whether training stopped early;
+# returns why the test-set evaluation is skipped, or None to evaluate it.
+TestDecision = Callable[[dict[str, Any], bool], Optional[str]]
+
+
+def always_test(metrics: dict[str, Any], stopped_early: bool) -> Optional[str]:
+    return None
 
 
 @dataclass
@@ -24,10 +31,11 @@ class Trainer(Protocol):
         """Set up devices, threads and seeds before training; describe them for environment.json."""
 
     def train(self, config: RunConfig, data: Dataset, run_dir: Path, show_progress_bar: bool,
-              on_epoch: EpochCallback, restart_if_unresumable: bool) -> TrainingResult:
-        """Train and evaluate; keep run_dir's history.csv and checkpoints current and save the model there.
-        With training.resume and no usable checkpoint: refuse (ConfigError), or start again from epoch 1
-        when `restart_if_unresumable` (cnnsweep.run.checkpoints)."""
+              on_epoch: EpochCallback, restart_if_unresumable: bool, skip_test: TestDecision) -> TrainingResult:
+        """Train and evaluate (the test set unless `skip_test` gives a reason, recorded as `test_skipped`);
+        keep run_dir's history.csv and checkpoints current and save the model there. With training.resume
+        and no usable checkpoint: refuse (ConfigError), or start again from epoch 1 when
+        `restart_if_unresumable` (cnnsweep.run.checkpoints)."""
 
 
 class EpochReporter(Protocol):
@@ -41,6 +49,10 @@ class EpochReporter(Protocol):
 
     def should_stop(self, row: dict[str, Any]) -> bool:
         """Report this epoch's row; True when training should stop here."""
+
+    def skips_test(self, metrics: dict[str, Any], stopped_early: bool) -> Optional[str]:
+        """Why this trial's test-set evaluation is not worth its time (pruned, or not among the search's
+        best trials so far), or None to evaluate it."""
 
 
 ReporterFactory = Callable[[], Optional[EpochReporter]]  # called once the run's config and data are checked

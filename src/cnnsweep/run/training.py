@@ -18,12 +18,14 @@ import tensorflow as tf
 from cnnsweep.errors import ConfigError, DiskFull, TrainingError, first_line
 from cnnsweep.run.checkpoints import Checkpoint, Checkpoints, ResumePoint
 from cnnsweep.run.config import LrSchedule, OptimizerConfig, RunConfig, TrainingConfig
-from cnnsweep.run.data import Dataset
+from cnnsweep.run.data import Dataset, Images
 from cnnsweep.run.hardware import make_strategy
 from cnnsweep.run.model import build_model
 from cnnsweep.run.records import HISTORY_FILE, MODEL_FILE, disk_full_errno, save_model, write_history
+from cnnsweep.run.streaming import StreamedImages
 from cnnsweep.run.tensorboard_hparams import TENSORBOARD_DIR, write_hparams
-from cnnsweep.run.trainer import TrainingResult
+from cnnsweep.run.timings import Stopwatch
+from cnnsweep.run.trainer import TestDecision, TrainingResult, always_test
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,32 @@ class EpochRecorder(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class PhaseTimer(keras.callbacks.Callback):
+    """Each epoch's seconds of training and of validation (Keras runs validation inside the epoch, between
+    on_test_begin and on_test_end); first among the callbacks, so the others' epoch-end work is not counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epochs: list[tuple[int, float, float]] = []  # (epoch, train seconds, validation seconds)
+        self._started = self._validation_started = self._validation_ended = 0.0
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
+        self._started = time.perf_counter()
+        self._validation_started = self._validation_ended = 0.0
+
+    def on_test_begin(self, logs: Optional[dict[str, Any]] = None) -> None:
+        self._validation_started = time.perf_counter()
+
+    def on_test_end(self, logs: Optional[dict[str, Any]] = None) -> None:
+        self._validation_ended = time.perf_counter()
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
+        ended = time.perf_counter()
+        validation = self._validation_ended - self._validation_started
+        training_ended = self._validation_started or ended
+        self.epochs.append((epoch + 1, training_ended - self._started, validation))
+
+
 class EpochCheckpoint(keras.callbacks.Callback):
     """After every epoch (once history.csv has it): the model with its optimizer state and its random
     generators' state, as the run's newest checkpoint (cnnsweep.run.checkpoints), so a killed run can
@@ -89,13 +117,16 @@ class EpochCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.checkpoints = checkpoints
         self.saving = True
+        self.seconds: dict[int, float] = {}  # epoch -> seconds its checkpoint took
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
         if not self.saving:
             return
+        started = time.perf_counter()
         try:
             self.checkpoints.save(epoch + 1, {"random_state": random_state(self.model)},
                                   lambda path: save_model(self.model, path))
+            self.seconds[epoch + 1] = time.perf_counter() - started
         except (DiskFull, OSError) as error:  # a checkpoint is a convenience: on a full disk, training goes on
             if not isinstance(error, DiskFull) and disk_full_errno(error) is None:
                 raise
@@ -168,13 +199,41 @@ def training_batches(
             batches = batches.concatenate(tf.data.Dataset.from_tensors(order[full:]))
         return batches
 
+    indices = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
+    if isinstance(x, StreamedImages):
+        return streamed_batches(indices, x, y)
     arrays = tf.data.Dataset.from_tensors((x, y)).repeat()
     return (
-        tf.data.Dataset.zip(tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches), arrays)
+        tf.data.Dataset.zip(indices, arrays)
         .map(lambda indices, data: (tf.gather(data[0], indices), tf.gather(data[1], indices)),
              num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)
     )
+
+
+def streamed_batches(indices: tf.data.Dataset, x: StreamedImages, y: np.ndarray) -> tf.data.Dataset:
+    """Batches of `indices` read from disk (a folder larger than memory): each batch gathered from the
+    memory-mapped cache and scaled, a few batches ahead of training."""
+
+    def read(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return x.read(positions), y[positions]
+
+    def gather(positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        images, labels = tf.numpy_function(read, [positions], (tf.float32, tf.int64), stateful=False)
+        return tf.ensure_shape(images, (None, *x.shape[1:])), tf.ensure_shape(labels, (None,))
+
+    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+
+def evaluation_data(x: Images, y: np.ndarray, batch_size: int) -> dict[str, Any]:
+    """What Keras evaluates on: the arrays in batches of `batch_size`, or a streamed folder's split read
+    in order."""
+    if not isinstance(x, StreamedImages):
+        return {"x": x, "y": y, "batch_size": batch_size}
+    count = len(x)
+    starts = tf.data.Dataset.range(0, count, batch_size)
+    return {"x": streamed_batches(starts.map(lambda start: tf.range(start, tf.minimum(start + batch_size, count))),
+                                  x, y)}
 
 
 def train(
@@ -184,6 +243,7 @@ def train(
     show_progress_bar: bool,
     on_epoch: Callable[[dict[str, Any]], bool],
     restart_if_unresumable: bool = False,
+    skip_test: TestDecision = always_test,
     strategy: Optional[tf.distribute.Strategy] = None,
 ) -> TrainingResult:
     """Compile (or resume), fit and finish; raise TrainingError (after history.csv is written) if the loss
@@ -197,22 +257,36 @@ def train(
     strategy = strategy or make_strategy(config.hardware)
     batch_size = config.training.batch_size * strategy.num_replicas_in_sync
     checkpoints = Checkpoints(run_dir)
-    model = compiled_model(config, data, strategy, batch_size)
-    point = ResumePoint(0, [])
-    if config.training.resume:
-        point = resume_point(model, checkpoints, strategy, restart_if_unresumable)
-    if point.restarted is not None:  # a failed load may have left part of a damaged checkpoint in the model
-        keras.utils.set_random_seed(config.seed)
+    stopwatch = Stopwatch()
+    with stopwatch.measure("build"):
         model = compiled_model(config, data, strategy, batch_size)
-    recorder = EpochRecorder(run_dir / HISTORY_FILE, on_epoch, point.rows)
-    train_seconds = fit(model, config, data, run_dir, batch_size, point.epoch,
-                        [recorder, EpochCheckpoint(checkpoints)], show_progress_bar)
-    metrics = {**evaluate(model, data, batch_size, recorder.rows, train_seconds),
+        point = ResumePoint(0, [])
+        if config.training.resume:
+            point = resume_point(model, checkpoints, strategy, restart_if_unresumable)
+        if point.restarted is not None:  # a failed load may have left part of a damaged checkpoint in the model
+            keras.utils.set_random_seed(config.seed)
+            model = compiled_model(config, data, strategy, batch_size)
+    recorder, timer, checkpointer = EpochRecorder(run_dir / HISTORY_FILE, on_epoch, point.rows), PhaseTimer(), \
+        EpochCheckpoint(checkpoints)
+    train_seconds = fit(model, config, data, run_dir, batch_size, point.epoch, [timer, recorder, checkpointer],
+                        show_progress_bar)
+    for epoch, training_seconds, validation_seconds in timer.epochs:
+        stopwatch.epoch(epoch, train=training_seconds, validate=validation_seconds,
+                        checkpoint=checkpointer.seconds.get(epoch, 0.0))
+    metrics = {**measured(model, recorder.rows, train_seconds),
                "replicas": strategy.num_replicas_in_sync, "global_batch_size": batch_size,
                "resumed_after_epoch": point.epoch or None,
                **({"restarted": point.restarted} if point.restarted else {})}
-    finish(model, config, run_dir, metrics)
-    checkpoints.remove()  # model.keras holds the end state now
+    skipped = skip_test(metrics, recorder.stopped_early)
+    if skipped is None:
+        with stopwatch.measure("test"):
+            metrics.update(evaluate_test(model, data, batch_size))
+    else:
+        metrics["test_skipped"] = skipped
+    with stopwatch.measure("save"):
+        finish(model, config, run_dir, metrics)
+        checkpoints.remove()  # model.keras holds the end state now
+    metrics["timings"] = stopwatch.as_dict()
     return TrainingResult(metrics=metrics, stopped_early=recorder.stopped_early)
 
 
@@ -259,8 +333,8 @@ def fit(model: keras.Model, config: RunConfig, data: Dataset, run_dir: Path, bat
         initial_epoch=first_epoch,
         steps_per_epoch=math.ceil(len(data.x_train) / batch_size),
         shuffle=False,  # `batches` is already reshuffled every epoch
-        validation_data=(data.x_val, data.y_val) if data.x_val is not None else None,
-        validation_batch_size=batch_size,
+        validation_data=validation_data(data, batch_size),
+        validation_batch_size=None if data.streamed else batch_size,
         callbacks=callbacks,
         verbose=1 if show_progress_bar else 0,
     )
@@ -273,24 +347,36 @@ def fit(model: keras.Model, config: RunConfig, data: Dataset, run_dir: Path, bat
     return time.perf_counter() - started
 
 
-def evaluate(model: keras.Model, data: Dataset, batch_size: int, rows: list[dict[str, Any]],
-             train_seconds: float) -> dict[str, Any]:
-    """The test set's accuracy and loss, with the figures of the epochs trained."""
-    evaluation_started = time.perf_counter()
-    test = model.evaluate(data.x_test, data.y_test, batch_size=batch_size, verbose=0, return_dict=True)
-    eval_seconds = time.perf_counter() - evaluation_started
+def validation_data(data: Dataset, batch_size: int) -> Any:
+    """fit's validation_data: (x, y) arrays, a streamed folder's batches, or None without a validation split."""
+    if data.x_val is None or data.y_val is None:
+        return None
+    if data.streamed:
+        return evaluation_data(data.x_val, data.y_val, batch_size)["x"]
+    return data.x_val, data.y_val
+
+
+def measured(model: keras.Model, rows: list[dict[str, Any]], train_seconds: float) -> dict[str, Any]:
+    """The figures of the epochs trained: what a search judges a trial by, before any test evaluation."""
     last = rows[-1]
     return {
-        "test_accuracy": float(test["accuracy"]),
-        "test_loss": float(test["loss"]),
+        "test_accuracy": None,
+        "test_loss": None,
         "val_accuracy": last.get("val_accuracy"),
         "val_loss": last.get("val_loss"),
         "params": int(model.count_params()),
         "epochs_completed": len(rows),
         "train_seconds": train_seconds,
-        "eval_seconds": eval_seconds,
         "seconds_per_epoch": float(np.mean([row["seconds"] for row in rows])),
     }
+
+
+def evaluate_test(model: keras.Model, data: Dataset, batch_size: int) -> dict[str, Any]:
+    """The test set's accuracy and loss, and the seconds they took."""
+    started = time.perf_counter()
+    test = model.evaluate(**evaluation_data(data.x_test, data.y_test, batch_size), verbose=0, return_dict=True)
+    return {"test_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),
+            "eval_seconds": time.perf_counter() - started}
 
 
 def finish(model: keras.Model, config: RunConfig, run_dir: Path, metrics: dict[str, Any]) -> None:
@@ -301,5 +387,5 @@ def finish(model: keras.Model, config: RunConfig, run_dir: Path, metrics: dict[s
     try:
         save_model(model, run_dir / MODEL_FILE)
     except DiskFull as error:
-        raise DiskFull(f"{error}; test_accuracy {metrics['test_accuracy']:.4f} and the other figures measured are "
-                       "kept in metrics.json", measured=metrics) from error.__cause__  # the OSError
+        raise DiskFull(f"{error}; the figures measured (test_accuracy {metrics['test_accuracy']}) are kept in "
+                       "metrics.json", measured=metrics) from error.__cause__  # the OSError

@@ -36,7 +36,7 @@ from cnnsweep.launch.interrupts import SWEEP
 from cnnsweep.launch.progress import Best, Progress, duration
 from cnnsweep.run.records import INTERRUPTED, Objective, RunRecord
 from cnnsweep.search.preflight import SearchPlan, check_settings, plan_search
-from cnnsweep.search.results import write_results, write_sweep_config
+from cnnsweep.search.results import log_time_summary, write_results, write_sweep_config
 from cnnsweep.search.settings import OptunaSearchConf
 from cnnsweep.search.space import SearchSpace, as_override
 from cnnsweep.search.study import (
@@ -98,6 +98,7 @@ class Search:
         finally:
             SWEEP.release()
         write_results(self.sweep_dir, study, plan.spec)
+        log_time_summary(study)
         self._end(study, plan.total, progress)
 
     def _open_study(self, plan: SearchPlan) -> tuple[optuna.Study, optuna.storages.BaseStorage, Path]:

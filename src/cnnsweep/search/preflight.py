@@ -49,6 +49,9 @@ def check_settings(settings: OptunaSearchConf, slots: int, config: DictConfig) -
                           f"file's short form); choose one: hydra.sweeper.sampler={chosen} replaces it")
     if settings.timeout is not None and settings.timeout <= 0:
         raise ConfigError(f"hydra.sweeper.timeout={settings.timeout}: must be a positive number of seconds, or null")
+    if settings.test_top_k is not None and settings.test_top_k < 1:
+        raise ConfigError(f"hydra.sweeper.test_top_k={settings.test_top_k}: must be a positive number of trials, or "
+                          "null for every trial to evaluate the test set")
     return n_jobs
 
 
@@ -104,7 +107,8 @@ def study_spec(settings: OptunaSearchConf, job_config: DictConfig) -> StudySpec:
         if direction not in ("maximize", "minimize"):
             raise ConfigError(f"hydra.sweeper.direction={direction}: must be maximize or minimize")
     return StudySpec(settings.storage, settings.study_name, directions, metrics, settings.pruner,
-                     dict(settings.pruner_options), settings.heartbeat_interval, settings.grace_period)
+                     dict(settings.pruner_options), settings.heartbeat_interval, settings.grace_period,
+                     settings.test_top_k)
 
 
 def _as_list(value: Any) -> list[Any]:

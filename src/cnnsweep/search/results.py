@@ -13,7 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
 from cnnsweep.credentials import redacted
-from cnnsweep.run.records import write_atomic
+from cnnsweep.run.records import RunRecord, write_atomic
+from cnnsweep.run.timings import phase_totals, summary_line, wall_seconds
 from cnnsweep.search.study import RUN_DIR_ATTR, StudySpec
 
 log = logging.getLogger(__name__)
@@ -50,3 +51,17 @@ def write_results(sweep_dir: Path, study: optuna.Study, spec: StudySpec) -> None
                      point["params"])
     write_atomic(sweep_dir / RESULTS_FILE, OmegaConf.to_yaml(OmegaConf.create(results)))
 
+
+
+def log_time_summary(study: optuna.Study) -> None:
+    """One line: the share of the finished trials' time each phase took (data, set-up, training,
+    validation, test evaluation, checkpoints, saving), from their run records."""
+    runs = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)):
+        run_dir = trial.user_attrs.get(RUN_DIR_ATTR)
+        if run_dir:
+            fields = RunRecord.read(Path(run_dir)).fields
+            runs.append((phase_totals(fields.get("timings")), wall_seconds(fields)))
+    line = summary_line(runs)
+    if line:
+        log.info("%s", line)

@@ -163,6 +163,9 @@ class OptunaSearchConf:
     # Null: off (journal storages have none; a sweep on the same host settles its dead trials at start).
     heartbeat_interval: Optional[int] = 60
     grace_period: Optional[int] = None
+    # A trial evaluates the test set only when fewer than K completed trials beat it (so the best K always
+    # have test figures) and never when pruned; null: every trial evaluates it.
+    test_top_k: Optional[int] = 3
     max_failures: int = 5  # failed trials this run tolerates before it stops launching new ones
     # Failed / finished trials of this run above which it stops launching; set, it replaces max_failures.
     max_failure_rate: Optional[float] = None

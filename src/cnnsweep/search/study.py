@@ -78,6 +78,7 @@ class StudySpec:
     pruner_options: dict[str, Any] = field(default_factory=dict)
     heartbeat_interval: Optional[int] = None  # RDB storages: seconds between heartbeats of a running trial
     grace_period: Optional[int] = None  # silent this long, a trial is stale: failed and queued again
+    test_top_k: Optional[int] = None  # trials evaluate the test set only among the best K so far; None: all
 
     @property
     def objectives(self) -> list[str]:
