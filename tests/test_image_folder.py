@@ -6,6 +6,8 @@ is TensorFlow-free."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ from cnnsweep.errors import DataError
 from cnnsweep.run import data as data_module
 from cnnsweep.run.config import ColorMode
 from cnnsweep.run.data import load_dataset
-from cnnsweep.run.image_folder import CACHE_DIR_ENV, list_folder, read_folder, stratified_split
+from cnnsweep.run.image_folder import CACHE_DIR_ENV, decode_prefix, list_folder, read_folder, stratified_split
 from conftest import dataset_config
 
 CLASSES = ("circle", "square", "stripes")
@@ -140,6 +142,23 @@ def test_a_damaged_cache_is_decoded_again_and_a_failed_decode_leaves_none(tmp_pa
     with pytest.raises(DataError, match="not a readable image"):
         read_folder(list_folder(root), (32, 32), "rgb")
     assert sorted(path.name for path in cache.iterdir()) == [first.cache_folder.name]
+
+
+def test_a_decode_killed_midway_leaves_a_folder_the_next_decode_removes(tmp_path: Path, cache: Path) -> None:
+    root = draw_folder(tmp_path / "photos", per_class=4)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    key = list_folder(root).key((32, 32), "rgb")
+    cache.mkdir()
+    abandoned = cache / f"{decode_prefix(key, dead.pid)}x1"  # as a SIGKILL mid-decode leaves it
+    running = cache / f"{decode_prefix('other', os.getpid())}x2"  # a live process decoding another folder
+    elsewhere = cache / f".{key}.another-host.{dead.pid}.x3"  # a shared cache: not ours to judge
+    for folder in (abandoned, running, elsewhere):
+        folder.mkdir()
+        (folder / "x_all.npy").write_bytes(b"partial")
+    decoded = read_folder(list_folder(root), (32, 32), "rgb")
+    assert sorted(path.name for path in cache.iterdir()) == sorted([decoded.cache_folder.name, running.name,
+                                                                    elsewhere.name])
 
 
 def test_a_folders_own_train_and_test_folders_are_its_splits(tmp_path: Path) -> None:

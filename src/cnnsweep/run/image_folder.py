@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +135,8 @@ def read_folder(listing: FolderListing, image_size: tuple[int, int], color_mode:
         return cached
     try:
         cache_folder.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(dir=cache_folder.parent, prefix=f".{cache_folder.name}."))
+        remove_abandoned_decodes(cache_folder.parent)
+        work = Path(tempfile.mkdtemp(dir=cache_folder.parent, prefix=decode_prefix(cache_folder.name)))
     except OSError as error:
         log.warning("decoded images not cached in %s (%s); the next run decodes them again (set %s to a "
                     "writable folder)", cache_folder.parent, first_line(error), CACHE_DIR_ENV)
@@ -152,6 +154,34 @@ def read_folder(listing: FolderListing, image_size: tuple[int, int], color_mode:
             raise
         # another trial finished the same decode first: its cache serves
     return _read_cache(cache_folder, listing, fresh=True)
+
+
+def decode_prefix(key: str, pid: Optional[int] = None) -> str:
+    """A decode's temporary folder name: hidden, with the host and process that write it."""
+    return f".{key}.{socket.gethostname()}.{os.getpid() if pid is None else pid}."
+
+
+def remove_abandoned_decodes(folder: Path) -> None:
+    """Temporary folders of decodes whose process died (killed mid-decode) on this host; another host's, or
+    a live process's (a sweep's other trial decoding the same folder), are left alone."""
+    host = socket.gethostname()
+    for entry in folder.glob(f".*.{host}.*.*"):
+        key, _, rest = entry.name[1:].partition(".")
+        named_host, _, pid = rest.rpartition(".")[0].rpartition(".")
+        if named_host != host or not pid.isdigit() or _alive(int(pid)):
+            continue
+        log.info("removing %s, left by a decode that was killed", entry)
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _decode_all(listing: FolderListing, image_size: tuple[int, int], color_mode: str, work: Path) -> None:
