@@ -70,7 +70,8 @@ def cnnsweep_search(name: str, seed: int, sampler: str, budget: float, workdir: 
     for job in jobs:
         record = json.loads((Path(job["run_dir"]) / "metrics.json").read_text())
         if record.get("status") in ("completed", "pruned"):
-            overhead = job["end"] - job["start"] - record["train_seconds"] - record["eval_seconds"]
+            test_seconds = record.get("eval_seconds") or 0.0  # none: the trial skipped the test set (test_top_k)
+            overhead = job["end"] - job["start"] - record["train_seconds"] - test_seconds
             (first_jobs if job["worker_job"] == 1 else overheads).append(overhead)
     epochs = sum(len(trial.intermediate_values) for trial in finished)
     best = max((trial.value for trial in finished if trial.value is not None), default=float("nan"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from cnnsweep.run.timings import Stopwatch, phase_totals, summary_line, wall_seconds
+from cnnsweep.run.timings import Stopwatch, merged, phase_totals, summary_line, wall_seconds
 
 
 def test_the_stopwatch_adds_phases_and_keeps_each_epoch() -> None:
@@ -19,6 +19,14 @@ def test_the_stopwatch_adds_phases_and_keeps_each_epoch() -> None:
     assert (timings["train"], timings["validate"], timings["checkpoint"]) == (3.5, 1.0, 0.5)
     assert timings["epochs"] == [{"epoch": 1, "train": 2.0, "validate": 0.5, "checkpoint": 0.25},
                                  {"epoch": 2, "train": 1.5, "validate": 0.5, "checkpoint": 0.25}]
+
+
+def test_the_tasks_and_the_trainers_timings_make_one_run_in_phase_order() -> None:
+    task = {"data": 0.5, "setup": 3.0, "epochs": []}
+    trainer = {"save": 0.1, "build": 0.2, "train": 2.0, "epochs": [{"epoch": 1, "train": 2.0}]}
+    combined = merged(task, trainer, None)
+    assert list(combined) == ["data", "setup", "build", "train", "save", "epochs"]
+    assert combined["epochs"] == [{"epoch": 1, "train": 2.0}] and combined["setup"] == 3.0
 
 
 def test_a_record_without_usable_timings_adds_nothing() -> None:

@@ -36,7 +36,7 @@ from cnnsweep.run.records import (
     native_log,
     write_json,
 )
-from cnnsweep.run.timings import Stopwatch
+from cnnsweep.run.timings import Stopwatch, merged
 from cnnsweep.run.tracking import RunTracker, check_logger, flat_params, open_tracker
 from cnnsweep.run.trainer import (
     EpochCallback,
@@ -138,7 +138,7 @@ def _run(cfg: DictConfig, trainer: Trainer, reporter: ReporterFactory, run_dir: 
     except BaseException as error:
         tracker.finish(INTERRUPTED if isinstance(error, KeyboardInterrupt) else FAILED, record.metrics, run_dir)
         raise
-    metrics = {**result.metrics, "timings": {**stopwatch.as_dict(), **result.metrics.get("timings", {})}}
+    metrics = {**result.metrics, "timings": merged(stopwatch.as_dict(), result.metrics.get("timings"))}
     metric, direction = config.objective_metric, config.objective_direction
     value = float(metrics[metric])
     status = "pruned" if result.stopped_early else "completed"

@@ -48,7 +48,20 @@ class Stopwatch:
             self.add(phase, value)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**{phase: round(seconds, 4) for phase, seconds in self.totals.items()}, "epochs": self.epochs}
+        """The totals in the order a run goes through its phases, then the epochs."""
+        return {**{phase: round(self.totals[phase], 4) for phase in PHASES if phase in self.totals},
+                "epochs": self.epochs}
+
+
+def merged(*timings: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """Several stopwatches' timings (the task's and its trainer's) as one run's."""
+    stopwatch = Stopwatch()
+    for part in timings:
+        for phase, seconds in phase_totals(part).items():
+            stopwatch.add(phase, seconds)
+        if isinstance(part, Mapping):
+            stopwatch.epochs += part.get("epochs", [])
+    return stopwatch.as_dict()
 
 
 def phase_totals(timings: Optional[Mapping[str, Any]]) -> dict[str, float]:
