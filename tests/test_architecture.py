@@ -1,7 +1,7 @@
 """The package's shape, read from its imports: subpackages depend one way and no module imports itself
 back through others. Every import counts, those inside functions too (a lazy import is still an arrow).
 
-    core (errors, project, credentials)  <-  run  <-  launch  <-  search
+    core (errors, project, credentials, processes)  <-  run  <-  launch  <-  search
                                               ^                      ^
                                               +------  review  ------+
     joiners (app, callbacks, cli, rerun, the hydra_plugins fronts) may import anything.
@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-CORE = {"cnnsweep", "cnnsweep.errors", "cnnsweep.project", "cnnsweep.credentials"}
+CORE = {"cnnsweep", "cnnsweep.errors", "cnnsweep.project", "cnnsweep.credentials", "cnnsweep.processes"}
 JOINERS = {"cnnsweep.app", "cnnsweep.callbacks", "cnnsweep.cli", "cnnsweep.rerun"}
 # Which layers each layer may import (besides itself).
 ALLOWED = {

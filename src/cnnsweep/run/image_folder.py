@@ -30,6 +30,7 @@ from typing import Optional
 import numpy as np
 
 from cnnsweep.errors import DataError, first_line
+from cnnsweep.processes import alive
 
 log = logging.getLogger(__name__)
 
@@ -168,20 +169,10 @@ def remove_abandoned_decodes(folder: Path) -> None:
     for entry in folder.glob(f".*.{host}.*.*"):
         key, _, rest = entry.name[1:].partition(".")
         named_host, _, pid = rest.rpartition(".")[0].rpartition(".")
-        if named_host != host or not pid.isdigit() or _alive(int(pid)):
+        if named_host != host or not pid.isdigit() or alive(int(pid)):
             continue
         log.info("removing %s, left by a decode that was killed", entry)
         shutil.rmtree(entry, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _decode_all(listing: FolderListing, image_size: tuple[int, int], color_mode: str, work: Path) -> None:

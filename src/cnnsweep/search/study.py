@@ -31,6 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from cnnsweep.credentials import location, redact, remember_password, stored_password, with_password
 from cnnsweep.errors import ConfigError, first_line
+from cnnsweep.processes import alive
 from cnnsweep.run.records import COMPLETED, PRUNED, RunRecord, write_json
 from cnnsweep.search.settings import SAMPLER_CONFIGS
 
@@ -376,14 +377,4 @@ def _requeue_stale(study: optuna.Study, trial: FrozenTrial) -> None:
 
 def _orphaned(trial: FrozenTrial, host: str) -> bool:
     owner_host, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
-    return owner_host == host and pid.isdigit() and not _alive(int(pid))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return owner_host == host and pid.isdigit() and not alive(int(pid))
