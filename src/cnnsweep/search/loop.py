@@ -35,6 +35,7 @@ from cnnsweep.launch.contract import JobCannotStart, JobOutcome, TrialJob, Trial
 from cnnsweep.launch.interrupts import SWEEP
 from cnnsweep.launch.progress import Best, Progress, duration
 from cnnsweep.run.records import INTERRUPTED, Objective, RunRecord
+from cnnsweep.search.budget import BudgetFit, expected_trials
 from cnnsweep.search.preflight import SearchPlan, check_settings, plan_search
 from cnnsweep.search.results import log_time_summary, write_results, write_sweep_config
 from cnnsweep.search.settings import OptunaSearchConf
@@ -78,6 +79,7 @@ class Search:
         self.worker = this_worker()
         self.failures: list[str] = []
         self.finished_here = 0
+        self.trial_seconds: list[float] = []  # launch to result, of each trial this run finished
         self.cannot_start: Optional[JobCannotStart] = None  # the launcher's word that no trial would run
         self.best = Best()
         self.grid_baseline: Optional[dict[str, Any]] = None  # with the grid sampler: the baseline's point
@@ -127,6 +129,8 @@ class Search:
                     study_file: Path, progress: Progress) -> None:
         """Ask, launch, tell: up to n_jobs trials at once, a freed slot taking the next trial at once."""
         running: dict[Future[JobOutcome], optuna.Trial] = {}
+        launched: dict[int, float] = {}  # trial number -> when it was launched
+        budget = BudgetFit(plan.sampler, plan.spec) if self.settings.fit_budget else None
         waiting_noted = False
         with ThreadPoolExecutor(max_workers=self.n_jobs) as pool, \
                 Heartbeats(study, storage, plan.spec.heartbeat_interval) as heartbeats:
@@ -134,9 +138,12 @@ class Search:
                 heartbeats.fail_stale()  # a dead worker's trials, on any host, are queued again
                 may_start = not (self._stopping() or progress.out_of_time() or SWEEP.requested or self.cannot_start)
                 while may_start and len(running) < self.n_jobs and self._remaining(study, plan.total) > 0:
+                    if budget is not None:
+                        self._fit_budget(budget, study, plan, progress, len(running))
                     trial, job = self._next_job(heartbeats, plan, study_file)
                     heartbeats.add(trial.number)
                     running[pool.submit(self.launcher.run_trial, job)] = trial
+                    launched[trial.number] = time.monotonic()
                 if not running:
                     others = heartbeats.others_running() if may_start else 0
                     if not others:
@@ -151,6 +158,7 @@ class Search:
                 for future in done:
                     trial = running.pop(future)
                     heartbeats.remove(trial.number)
+                    self.trial_seconds.append(time.monotonic() - launched.pop(trial.number))
                     try:
                         self._tell(study, plan.spec, trial, future.result())
                     except JobCannotStart as error:
@@ -160,6 +168,17 @@ class Search:
                     log.info("%s", progress.line(count_trials(study, FINISHED), len(running),
                                                  count_trials(study, (TrialState.PRUNED,)),
                                                  count_trials(study, (TrialState.FAIL,)), self._best(study, plan.spec)))
+
+    def _fit_budget(self, budget: BudgetFit, study: optuna.Study, plan: SearchPlan, progress: Progress,
+                    running: int) -> None:
+        """Start-ups fitted to the trials this search will end with (cnnsweep.search.budget); study.json
+        written again when the pruner's changed, since each trial's process reads its pruner there."""
+        timeout = self.settings.timeout
+        pace = sum(self.trial_seconds) / len(self.trial_seconds) if self.trial_seconds else None
+        expected = expected_trials(plan.total, count_trials(study, FINISHED), running,
+                                   None if timeout is None else timeout - progress.elapsed(), pace, self.n_jobs)
+        if budget.apply(expected):
+            plan.spec.write(self.sweep_dir)
 
     def _next_job(self, heartbeats: Heartbeats, plan: SearchPlan, study_file: Path) -> tuple[optuna.Trial, TrialJob]:
         trial = heartbeats.ask(plan.space.distributions)

@@ -163,6 +163,9 @@ class OptunaSearchConf:
     # Null: off (journal storages have none; a sweep on the same host settles its dead trials at start).
     heartbeat_interval: Optional[int] = 60
     grace_period: Optional[int] = None
+    # Shrink TPE's random start-up and the median/percentile pruner's start-up to a share of the trials the
+    # budget buys (n_trials, or fewer when `timeout` runs out first); never above what is configured.
+    fit_budget: bool = True
     # A trial evaluates the test set only when fewer than K completed trials beat it (so the best K always
     # have test figures) and never when pruned; null: every trial evaluates it.
     test_top_k: Optional[int] = 3
