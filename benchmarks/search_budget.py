@@ -3,14 +3,16 @@ default TPE search with pruning, with and without the baseline enqueued as trial
 search.
 
     CNNSWEEP_DATA_DIR=../shared/datasets uv run python benchmarks/search_budget.py \
-        [--budget 300] [--seeds 0 1 2] [--setups tpe+baseline tpe random]
+        [--budget 300] [--seeds 0 1 2] [--setups tpe+baseline tpe random unfitted]
 
 Protocol (the searches issue's): the first 10,000 MNIST training images, the last 5,000 held out, 3
-epochs, `sweeps=baseline_tpe launcher=parallel` (2 jobs at once on 2 cores). Setups, each run for
-`--budget` seconds and then killed, once per sampler seed:
+epochs, `sweeps=baseline_tpe launcher=parallel` (2 jobs at once on 2 cores). Setups, each told its budget
+(hydra.sweeper.timeout) and killed when it is spent, once per sampler seed:
   tpe+baseline  sweeps=baseline_tpe as shipped: TPE, median pruner, trial 0 the tutorial baseline
   tpe           the same with hydra.sweeper.enqueue_baseline=false
   random        hydra/sweeper/sampler=random, hydra.sweeper.pruner=none, no baseline
+  unfitted      tpe+baseline with hydra.sweeper.fit_budget=false (start-ups as configured, however short
+                the budget)
 Counted for each: trials finished (completed or pruned) within the budget, and the best val_accuracy
 among them; then mean and standard deviation over the seeds.
 """
@@ -31,6 +33,7 @@ SETUPS = {
     "tpe+baseline": [],
     "tpe": ["hydra.sweeper.enqueue_baseline=false"],
     "random": ["hydra/sweeper/sampler=random", "hydra.sweeper.pruner=none", "hydra.sweeper.enqueue_baseline=false"],
+    "unfitted": ["hydra.sweeper.fit_budget=false"],
 }
 
 
@@ -38,6 +41,7 @@ def search(setup: str, seed: int, budget: float, workdir: Path) -> dict:
     sweep, storage = workdir / f"{setup}-{seed}", f"sqlite:///{workdir / f'{setup}-{seed}.db'}"
     started = run_for([sys.executable, str(ROOT / "src" / "run.py"), "-m", "sweeps=baseline_tpe", "launcher=parallel",
                        *PROTOCOL, *SETUPS[setup], "hydra.sweeper.n_trials=1000", f"hydra.sweeper.seed={seed}",
+                       f"hydra.sweeper.timeout={budget}",  # the search knows its budget (fit_budget uses it)
                        f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={sweep}"], budget, workdir)
     deadline = started + budget
     trials = [trial for trial in optuna.load_study(study_name="baseline_tpe", storage=storage).trials
