@@ -113,7 +113,7 @@ def _load_folder(config: DatasetConfig, seed: int) -> Dataset:
     listing = image_folder.list_folder(root)
     images = _decoded(listing, tuple(config.image_size), config.color_mode.value)  # type: ignore[arg-type]
     splits: dict[str, tuple[Images, np.ndarray]] = dict(images.arrays)
-    streamed = streams(config, [x for x, _ in splits.values()])
+    streamed = streams(config, images)
     if streamed:
         splits = {split: (StreamedImages.of(x), y) for split, (x, y) in splits.items()}
     if "all" in splits:
@@ -144,14 +144,14 @@ def _load_folder(config: DatasetConfig, seed: int) -> Dataset:
     return _limited(config, data)
 
 
-def streams(config: DatasetConfig, arrays: list[np.ndarray]) -> bool:
+def streams(config: DatasetConfig, images: image_folder.FolderImages) -> bool:
     """Whether a decoded folder is read from disk batch by batch: its images as float32 would take more
     than dataset.in_memory_gb."""
-    needed = sum(streaming.float32_gb(len(x), x.shape[1:]) for x in arrays)
+    needed = sum(streaming.float32_gb(len(x), x.shape[1:]) for x, _ in images.arrays.values())
     if config.in_memory_gb is None or needed <= config.in_memory_gb:
         return False
     log.info("%s: its images take %.2f GB as float32, above dataset.in_memory_gb=%g; streaming them from %s",
-             config.path, needed, config.in_memory_gb, image_folder.cache_dir())
+             config.path, needed, config.in_memory_gb, images.cache_folder)
     return True
 
 

@@ -167,9 +167,8 @@ def remove_abandoned_decodes(folder: Path) -> None:
     a live process's (a sweep's other trial decoding the same folder), are left alone."""
     host = socket.gethostname()
     for entry in folder.glob(f".*.{host}.*.*"):
-        key, _, rest = entry.name[1:].partition(".")
-        named_host, _, pid = rest.rpartition(".")[0].rpartition(".")
-        if named_host != host or not pid.isdigit() or alive(int(pid)):
+        head, pid, _ = entry.name.rsplit(".", 2)  # ".<key>.<host>", the pid, mkdtemp's suffix (no dots)
+        if head.split(".", 2)[2] != host or not pid.isdigit() or alive(int(pid)):
             continue
         log.info("removing %s, left by a decode that was killed", entry)
         shutil.rmtree(entry, ignore_errors=True)
@@ -191,11 +190,12 @@ def _decode_all(listing: FolderListing, image_size: tuple[int, int], color_mode:
             np.save(work / f"y_{split}.npy", np.array([label for _, label in files], dtype=np.int64))
         meta = {"class_names": list(listing.class_names), "content_sha256": digest.hexdigest()}
         (work / META_FILE).write_text(json.dumps(meta))
-    except BaseException as error:
+    except OSError as error:
         shutil.rmtree(work, ignore_errors=True)
-        if isinstance(error, OSError):
-            raise DataError(f"decoding {listing.root} into {work.parent}: {first_line(error)}; free disk space or "
-                            f"set {CACHE_DIR_ENV} to a folder with room for the decoded images") from error
+        raise DataError(f"decoding {listing.root} into {work.parent}: {first_line(error)}; free disk space or "
+                        f"set {CACHE_DIR_ENV} to a folder with room for the decoded images") from error
+    except BaseException:  # an undecodable image, an interrupt
+        shutil.rmtree(work, ignore_errors=True)
         raise
 
 

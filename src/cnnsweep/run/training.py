@@ -18,7 +18,7 @@ import tensorflow as tf
 from cnnsweep.errors import ConfigError, DiskFull, TrainingError, first_line
 from cnnsweep.run.checkpoints import Checkpoint, Checkpoints, ResumePoint
 from cnnsweep.run.config import LrSchedule, OptimizerConfig, RunConfig, TrainingConfig
-from cnnsweep.run.data import Dataset, Images
+from cnnsweep.run.data import Dataset
 from cnnsweep.run.hardware import make_strategy
 from cnnsweep.run.model import build_model
 from cnnsweep.run.records import HISTORY_FILE, MODEL_FILE, disk_full_errno, save_model, write_history
@@ -57,7 +57,9 @@ def build_optimizer(config: OptimizerConfig, rate: Any = None) -> keras.optimize
 
 
 class EpochRecorder(keras.callbacks.Callback):
-    """Times each epoch, rewrites history.csv, and hands the row to `on_epoch`, which may stop training."""
+    """Times each epoch, and within it its training and its validation (Keras validates inside the epoch,
+    between on_test_begin and on_test_end), rewrites history.csv, and hands the row to `on_epoch`, which
+    may stop training."""
 
     def __init__(self, history_path: Path, on_epoch: Callable[[dict[str, Any]], bool],
                  rows: Optional[list[dict[str, Any]]] = None) -> None:
@@ -65,34 +67,12 @@ class EpochRecorder(keras.callbacks.Callback):
         self.history_path = history_path
         self.on_epoch = on_epoch
         self.rows: list[dict[str, Any]] = list(rows or [])  # a resumed run's earlier epochs
+        self.phases: list[tuple[int, float, float]] = []  # this process's epochs: (epoch, training, validation) s
         self.stopped_early = False
-        self._epoch_started = 0.0
+        self._epoch_started = self._validation_started = self._validation_ended = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
         self._epoch_started = time.perf_counter()
-
-    def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
-        seconds = time.perf_counter() - self._epoch_started
-        row = {"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()}}
-        row["seconds"] = seconds
-        self.rows.append(row)
-        write_history(self.history_path, self.rows)
-        if self.on_epoch(row) and epoch + 1 < self.params["epochs"]:
-            self.stopped_early = True
-            self.model.stop_training = True
-
-
-class PhaseTimer(keras.callbacks.Callback):
-    """Each epoch's seconds of training and of validation (Keras runs validation inside the epoch, between
-    on_test_begin and on_test_end); first among the callbacks, so the others' epoch-end work is not counted."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.epochs: list[tuple[int, float, float]] = []  # (epoch, train seconds, validation seconds)
-        self._started = self._validation_started = self._validation_ended = 0.0
-
-    def on_epoch_begin(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
-        self._started = time.perf_counter()
         self._validation_started = self._validation_ended = 0.0
 
     def on_test_begin(self, logs: Optional[dict[str, Any]] = None) -> None:
@@ -103,9 +83,16 @@ class PhaseTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
         ended = time.perf_counter()
-        validation = self._validation_ended - self._validation_started
         training_ended = self._validation_started or ended
-        self.epochs.append((epoch + 1, training_ended - self._started, validation))
+        self.phases.append((epoch + 1, training_ended - self._epoch_started,
+                            self._validation_ended - self._validation_started))
+        row = {"epoch": epoch + 1, **{key: float(value) for key, value in (logs or {}).items()}}
+        row["seconds"] = ended - self._epoch_started
+        self.rows.append(row)
+        write_history(self.history_path, self.rows)
+        if self.on_epoch(row) and epoch + 1 < self.params["epochs"]:
+            self.stopped_early = True
+            self.model.stop_training = True
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
@@ -225,15 +212,11 @@ def streamed_batches(indices: tf.data.Dataset, x: StreamedImages, y: np.ndarray)
     return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
 
 
-def evaluation_data(x: Images, y: np.ndarray, batch_size: int) -> dict[str, Any]:
-    """What Keras evaluates on: the arrays in batches of `batch_size`, or a streamed folder's split read
-    in order."""
-    if not isinstance(x, StreamedImages):
-        return {"x": x, "y": y, "batch_size": batch_size}
+def in_order(x: StreamedImages, y: np.ndarray, batch_size: int) -> tf.data.Dataset:
+    """A streamed folder's split read in order, a batch at a time: what validation and the test evaluate."""
     count = len(x)
     starts = tf.data.Dataset.range(0, count, batch_size)
-    return {"x": streamed_batches(starts.map(lambda start: tf.range(start, tf.minimum(start + batch_size, count))),
-                                  x, y)}
+    return streamed_batches(starts.map(lambda start: tf.range(start, tf.minimum(start + batch_size, count))), x, y)
 
 
 def train(
@@ -266,11 +249,10 @@ def train(
         if point.restarted is not None:  # a failed load may have left part of a damaged checkpoint in the model
             keras.utils.set_random_seed(config.seed)
             model = compiled_model(config, data, strategy, batch_size)
-    recorder, timer, checkpointer = EpochRecorder(run_dir / HISTORY_FILE, on_epoch, point.rows), PhaseTimer(), \
-        EpochCheckpoint(checkpoints)
-    train_seconds = fit(model, config, data, run_dir, batch_size, point.epoch, [timer, recorder, checkpointer],
+    recorder, checkpointer = EpochRecorder(run_dir / HISTORY_FILE, on_epoch, point.rows), EpochCheckpoint(checkpoints)
+    train_seconds = fit(model, config, data, run_dir, batch_size, point.epoch, [recorder, checkpointer],
                         show_progress_bar)
-    for epoch, training_seconds, validation_seconds in timer.epochs:
+    for epoch, training_seconds, validation_seconds in recorder.phases:
         stopwatch.epoch(epoch, train=training_seconds, validate=validation_seconds,
                         checkpoint=checkpointer.seconds.get(epoch, 0.0))
     metrics = {**measured(model, recorder.rows, train_seconds),
@@ -351,8 +333,8 @@ def validation_data(data: Dataset, batch_size: int) -> Any:
     """fit's validation_data: (x, y) arrays, a streamed folder's batches, or None without a validation split."""
     if data.x_val is None or data.y_val is None:
         return None
-    if data.streamed:
-        return evaluation_data(data.x_val, data.y_val, batch_size)["x"]
+    if isinstance(data.x_val, StreamedImages):
+        return in_order(data.x_val, data.y_val, batch_size)
     return data.x_val, data.y_val
 
 
@@ -374,7 +356,10 @@ def measured(model: keras.Model, rows: list[dict[str, Any]], train_seconds: floa
 def evaluate_test(model: keras.Model, data: Dataset, batch_size: int) -> dict[str, Any]:
     """The test set's accuracy and loss, and the seconds they took."""
     started = time.perf_counter()
-    test = model.evaluate(**evaluation_data(data.x_test, data.y_test, batch_size), verbose=0, return_dict=True)
+    if isinstance(data.x_test, StreamedImages):
+        test = model.evaluate(in_order(data.x_test, data.y_test, batch_size), verbose=0, return_dict=True)
+    else:
+        test = model.evaluate(data.x_test, data.y_test, batch_size=batch_size, verbose=0, return_dict=True)
     return {"test_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),
             "eval_seconds": time.perf_counter() - started}
 

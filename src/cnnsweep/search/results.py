@@ -52,7 +52,6 @@ def write_results(sweep_dir: Path, study: optuna.Study, spec: StudySpec) -> None
     write_atomic(sweep_dir / RESULTS_FILE, OmegaConf.to_yaml(OmegaConf.create(results)))
 
 
-
 def log_time_summary(study: optuna.Study) -> None:
     """One line: the share of the finished trials' time each phase took (data, set-up, training,
     validation, test evaluation, checkpoints, saving), from their run records."""

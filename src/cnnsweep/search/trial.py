@@ -33,7 +33,7 @@ class TrialReporter:
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, number)
         self.trial = optuna.trial.Trial(study, trial_id)
         self.metric = spec.objectives[0]
-        self.objectives = list(zip(spec.metrics, spec.directions)) if spec.metrics else []
+        self.objective_metrics, self.directions = list(spec.metrics), list(spec.directions)
         self.test_top_k = spec.test_top_k
         self.prunable = len(spec.directions) == 1 and bool(spec.metrics)
         self.baseline = bool(self.trial.user_attrs.get(BASELINE_ATTR))  # the search's trial 0
@@ -60,19 +60,18 @@ class TrialReporter:
         """With hydra.sweeper.test_top_k=K: skip the test set for a pruned trial, and for one that K or more
         completed trials beat (for several objectives: dominate). The trials that end among the best K were
         among the best K when they finished, so they are all evaluated, without a pass at the end."""
-        if self.test_top_k is None or not self.objectives:
+        if self.test_top_k is None or not self.objective_metrics:
             return None
         setting = f"hydra.sweeper.test_top_k={self.test_top_k}"
         if stopped_early:
             return f"pruned ({setting} evaluates the test set for the best trials only)"
-        values = [metrics.get(metric) for metric, _ in self.objectives]
+        values = [metrics.get(metric) for metric in self.objective_metrics]
         if not all(isinstance(value, (int, float)) and math.isfinite(value) for value in values):
             return None
         import optuna
 
-        directions = [direction for _, direction in self.objectives]
         completed = self.trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-        better = sum(1 for trial in completed if trial.values and dominates(trial.values, values, directions))
+        better = sum(1 for trial in completed if trial.values and dominates(trial.values, values, self.directions))
         if better < self.test_top_k:
             return None
         return (f"{better} completed trials were better when it finished ({setting} evaluates the test set for "
