@@ -1,72 +1,128 @@
 """Benchmark: the best validation accuracy a search reaches in a fixed wall-clock budget, for cnnsweep's
-default TPE search with pruning, with and without the baseline enqueued as trial 0, and a plain random
-search.
+searches against keras-tuner's three tuners over the same space, data and model.
 
-    CNNSWEEP_DATA_DIR=../shared/datasets uv run python benchmarks/search_budget.py \
-        [--budget 300] [--seeds 0 1 2] [--setups tpe+baseline tpe random unfitted]
+    CNNSWEEP_DATA_DIR=../shared/datasets uv run --group benchmarks python benchmarks/search_budget.py \
+        [--budgets 290 600] [--seeds 0 1 2] [--setups tpe+baseline tpe+halving kt-random ...]
 
-Protocol (the searches issue's): the first 10,000 MNIST training images, the last 5,000 held out, 3
-epochs, `sweeps=baseline_tpe launcher=parallel` (2 jobs at once on 2 cores). Setups, each told its budget
-(hydra.sweeper.timeout) and killed when it is spent, once per sampler seed:
+Protocol (the search-efficiency issue's): the first 10,000 MNIST training images, the last 5,000 held out,
+3 epochs. cnnsweep runs `sweeps=baseline_tpe launcher=parallel` (2 jobs at once on 2 cores); each setup
+is told its budget (hydra.sweeper.timeout) and killed when it is spent, once per budget and sampler seed:
   tpe+baseline  sweeps=baseline_tpe as shipped: TPE, median pruner, trial 0 the tutorial baseline
+  tpe+halving   the same with Optuna's successive halving pruner (a rung at epoch 1 keeps the best third)
   tpe           the same with hydra.sweeper.enqueue_baseline=false
   random        hydra/sweeper/sampler=random, hydra.sweeper.pruner=none, no baseline
   unfitted      tpe+baseline with hydra.sweeper.fit_budget=false (start-ups as configured, however short
                 the budget)
-Counted for each: trials finished (completed or pruned) within the budget, and the best val_accuracy
-among them; then mean and standard deviation over the seeds.
+  kt-random, kt-bayesian, kt-hyperband
+                keras-tuner's RandomSearch, BayesianOptimization and Hyperband (max_epochs 3, factor 3) in
+                one process, the model built by cnnsweep.run.model.build_model (benchmarks/warm_workers.py)
+Counted for each: trials finished (completed or pruned) within the budget, the epochs they trained, and
+the best val_accuracy among them (keras-tuner scores a trial by its best epoch, cnnsweep by its last);
+then mean and standard deviation over the seeds. Target, at each budget: the default cnnsweep search
+(the first setup) at least 0.002 above the best keras-tuner tuner's mean, ahead of it on at least 2 of
+3 seeds, with at least 1.3x its trials.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import statistics
 import sys
 import tempfile
 from pathlib import Path
 
 import optuna
-
-from warm_workers import PROTOCOL, ROOT, print_summary, run_all, run_for
+import yaml
+from warm_workers import KERAS_TUNERS, PROTOCOL, ROOT, keras_tuner_search, print_summary, run_all, run_for
 
 SETUPS = {
     "tpe+baseline": [],
+    "tpe+halving": ["sweeps=baseline_halving"],  # written by halving_sweep() from baseline_tpe.yaml
     "tpe": ["hydra.sweeper.enqueue_baseline=false"],
     "random": ["hydra/sweeper/sampler=random", "hydra.sweeper.pruner=none", "hydra.sweeper.enqueue_baseline=false"],
     "unfitted": ["hydra.sweeper.fit_budget=false"],
 }
+TUNER_SETUPS = {f"kt-{tuner}": tuner for tuner in KERAS_TUNERS}
+
+
+def halving_sweep(conf: Path) -> None:
+    """baseline_tpe.yaml with the median pruner and its options replaced by successive halving (the
+    command line can only merge pruner_options, not replace them)."""
+    sweep = yaml.safe_load((ROOT / "sweeps" / "baseline_tpe.yaml").read_text())
+    sweep["hydra"]["sweeper"].update(pruner="successive_halving",
+                                     pruner_options={"min_resource": 1, "reduction_factor": 3})
+    (conf / "sweeps").mkdir(parents=True, exist_ok=True)
+    (conf / "sweeps" / "baseline_halving.yaml").write_text("# @package _global_\n" + yaml.safe_dump(sweep))
 
 
 def search(setup: str, seed: int, budget: float, workdir: Path) -> dict:
-    sweep, storage = workdir / f"{setup}-{seed}", f"sqlite:///{workdir / f'{setup}-{seed}.db'}"
+    if setup in TUNER_SETUPS:
+        return keras_tuner_search(seed, budget, workdir, TUNER_SETUPS[setup])
+    name = f"{setup}-{seed}-{budget:g}"
+    sweep, storage = workdir / name, f"sqlite:///{workdir / f'{name}.db'}"
     started = run_for([sys.executable, str(ROOT / "src" / "run.py"), "-m", "sweeps=baseline_tpe", "launcher=parallel",
                        *PROTOCOL, *SETUPS[setup], "hydra.sweeper.n_trials=1000", f"hydra.sweeper.seed={seed}",
                        f"hydra.sweeper.timeout={budget}",  # the search knows its budget (fit_budget uses it)
+                       f"hydra.searchpath=[file://{workdir / 'conf'}]",
                        f"hydra.sweeper.storage={storage}", f"hydra.sweep.dir={sweep}"], budget, workdir)
     deadline = started + budget
     trials = [trial for trial in optuna.load_study(study_name="baseline_tpe", storage=storage).trials
               if trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
               and trial.datetime_complete.timestamp() <= deadline]
     values = [trial.value for trial in trials if trial.value is not None]
-    baseline = [trial.value for trial in trials if trial.user_attrs.get("cnnsweep_baseline")]
-    return {"trials": len(trials), "best_val": max(values, default=float("nan")),
-            "baseline_val": baseline[0] if baseline and baseline[0] is not None else float("nan")}
+    return {"trials": len(trials), "epochs": sum(len(trial.intermediate_values) for trial in trials),
+            "best_val": max(values, default=float("nan"))}
+
+
+def cpu_description() -> str:
+    """The CPU's model name and whether it has AVX-512 (2-2.6x in training speed on these machines)."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
+    avx512 = re.search(r"^flags\s*:.*\bavx512f\b", info, re.MULTILINE) is not None
+    return f"{model.group(1) if model else 'unknown CPU'}, {os.cpu_count()} cores, AVX-512 {'yes' if avx512 else 'no'}"
+
+
+def print_targets(results: dict[str, list[dict]]) -> None:
+    """The first cnnsweep setup against the keras-tuner setup with the best mean, seed by seed."""
+    ours = next((setup for setup in results if setup not in TUNER_SETUPS), None)
+    tuners = [setup for setup in results if setup in TUNER_SETUPS]
+    if ours is None or not tuners:
+        return
+    best = max(tuners, key=lambda setup: statistics.mean(run["best_val"] for run in results[setup]))
+    gain = (statistics.mean(run["best_val"] for run in results[ours])
+            - statistics.mean(run["best_val"] for run in results[best]))
+    ahead = sum(a["best_val"] > b["best_val"] for a, b in zip(results[ours], results[best]))
+    ratio = (statistics.mean(run["trials"] for run in results[ours])
+             / max(statistics.mean(run["trials"] for run in results[best]), 1e-9))
+    print(f"{ours} against {best} (the best keras-tuner tuner): mean best val_accuracy {gain:+.4f} (target >= "
+          f"+0.002), ahead on {ahead} of {len(results[ours])} seeds (target >= 2 of 3), trials {ratio:.2f}x "
+          f"(target >= 1.3)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=300.0, help="seconds of wall time per search")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[290.0, 600.0],
+                        help="seconds of wall time per search")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds")
-    parser.add_argument("--setups", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    parser.add_argument("--setups", nargs="+", default=["tpe+baseline", *TUNER_SETUPS],
+                        choices=[*SETUPS, *TUNER_SETUPS])
     args = parser.parse_args()
     if not os.environ.get("CNNSWEEP_DATA_DIR"):
         sys.exit("error: set CNNSWEEP_DATA_DIR to a folder holding mnist.npz")
+    print(f"CPU: {cpu_description()}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
-        results = run_all(args.seeds, args.setups, lambda setup, seed: search(setup, seed, args.budget, Path(folder)),
-                          lambda result: (f"trials {result['trials']:3d}  best val_accuracy {result['best_val']:.4f}  "
-                                          f"(baseline trial {result['baseline_val']:.4f})"))
-    print()
-    print_summary(results)
+        halving_sweep(Path(folder) / "conf")
+        for budget in args.budgets:
+            print(f"\nbudget {budget:g} s", flush=True)
+            results = run_all(args.seeds, args.setups,
+                              lambda setup, seed: search(setup, seed, budget, Path(folder)),
+                              lambda result: (f"trials {result['trials']:3d}  epochs {result['epochs']:3d}  "
+                                              f"best val_accuracy {result['best_val']:.4f}"))
+            print()
+            print_summary(results)
+            print_targets(results)
 
 
 if __name__ == "__main__":

@@ -80,7 +80,7 @@ def cnnsweep_search(name: str, seed: int, sampler: str, budget: float, workdir: 
             "first_job_overhead_s": statistics.median(first_jobs) if first_jobs else float("nan")}
 
 
-KERAS_TUNER = r'''
+KERAS_TUNER = r"""
 import sys
 from dataclasses import replace
 import keras, keras_tuner, numpy as np
@@ -88,7 +88,7 @@ from cnnsweep.run.config import compose_run_config
 from cnnsweep.run.data import load_dataset
 from cnnsweep.run.model import build_model
 
-seed, folder = int(sys.argv[1]), sys.argv[2]
+seed, folder, tuner_name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
 run = compose_run_config("dataset.max_train=10000", "dataset.val_size=5000", "training.epochs=3")
 data = load_dataset(run.dataset)
 
@@ -108,23 +108,32 @@ class SearchSpace(keras_tuner.HyperModel):  # sweeps/baseline_tpe.yaml's params
         return model.fit(*args, batch_size=hp.Choice("batch_size", [32, 64, 128, 256]), **kwargs)
 
 
-tuner = keras_tuner.RandomSearch(SearchSpace(), objective="val_accuracy", max_trials=1000, seed=seed,
-                                 directory=folder, project_name="bench")
+common = dict(objective="val_accuracy", seed=seed, directory=folder, project_name="bench")
+tuner = {"random": lambda: keras_tuner.RandomSearch(SearchSpace(), max_trials=1000, **common),
+         "bayesian": lambda: keras_tuner.BayesianOptimization(SearchSpace(), max_trials=1000, **common),
+         # Hyperband's own epochs per trial (1 or 3 here), iterations enough to outlast any budget
+         "hyperband": lambda: keras_tuner.Hyperband(SearchSpace(), max_epochs=3, factor=3,
+                                                    hyperband_iterations=1000, **common)}[tuner_name]()
 tuner.search(data.x_train, data.y_train, epochs=3, validation_data=(data.x_val, data.y_val), verbose=0)
-'''
+"""
+KERAS_TUNERS = ("random", "bayesian", "hyperband")
 
 
-def keras_tuner_search(seed: int, budget: float, workdir: Path) -> dict:
-    folder = workdir / f"keras-tuner-{seed}"
-    started = run_for([sys.executable, "-c", KERAS_TUNER, str(seed), str(folder)], budget, workdir)
+def keras_tuner_search(seed: int, budget: float, workdir: Path, tuner: str = "random") -> dict:
+    """keras-tuner's `tuner` for `budget` seconds; its trials finished within the budget. A trial's score is
+    keras-tuner's: the best epoch's val_accuracy (cnnsweep's trial value is the last epoch's)."""
+    folder = workdir / f"keras-tuner-{tuner}-{seed}"
+    started = run_for([sys.executable, "-c", KERAS_TUNER, str(seed), str(folder), tuner], budget, workdir)
     deadline = started + budget
     finished = []
     for path in (folder / "bench").glob("trial_*/trial.json"):
         trial = json.loads(path.read_text())
         if trial.get("status") == "COMPLETED" and path.stat().st_mtime <= deadline:
             finished.append(trial)
+    values = [trial["hyperparameters"]["values"] for trial in finished]
+    epochs = sum(value.get("tuner/epochs", 3) - value.get("tuner/initial_epoch", 0) for value in values)
     best = max((trial["score"] for trial in finished if trial.get("score") is not None), default=float("nan"))
-    return {"trials": len(finished), "epochs": 3 * len(finished), "best_val": best,
+    return {"trials": len(finished), "epochs": epochs, "best_val": best,
             "overhead_s": float("nan"), "first_job_overhead_s": float("nan")}
 
 
