@@ -65,7 +65,8 @@ class ArithmeticTrainer:
                 "inter_op_threads": inter_op}
 
     def train(self, config: RunConfig, data: Dataset, run_dir: Path, show_progress_bar: bool,
-              on_epoch: EpochCallback, restart_if_unresumable: bool, skip_test: TestDecision) -> TrainingResult:
+              on_epoch: EpochCallback, restart_if_unresumable: bool, skip_test: TestDecision,
+              write_checkpoints: bool) -> TrainingResult:
         epoch_seconds = float(os.environ.get(EPOCH_SECONDS_ENV, "0.02"))
         top = ceiling(config)
         checkpoints = Checkpoints(run_dir)
@@ -84,7 +85,8 @@ class ArithmeticTrainer:
             row["seconds"] = epoch_seconds
             rows.append(row)
             write_history(run_dir / HISTORY_FILE, rows)
-            checkpoints.save(epoch, {}, lambda path: path.write_text(json.dumps({"epoch": epoch})))
+            if write_checkpoints:
+                checkpoints.save(epoch, {}, lambda path: path.write_text(json.dumps({"epoch": epoch})))
             if os.environ.get(KILL_FILTERS_ENV) == str(getattr(config.model, "filters", None)):
                 os.kill(os.getpid(), signal.SIGKILL)
             if math.isnan(loss):

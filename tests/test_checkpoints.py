@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from cnnsweep.errors import ConfigError
-from cnnsweep.run.checkpoints import Checkpoint, Checkpoints
+from cnnsweep.run.checkpoints import Checkpoint, Checkpoints, skips_checkpoints
+from cnnsweep.run.config import CheckpointPolicy
 from cnnsweep.run.records import HISTORY_FILE, read_history, write_history
 from conftest import FAKE_RUN, RERUN, command_env, error_lines
 
@@ -36,6 +37,22 @@ def trained(run_dir: Path, epochs: int) -> Checkpoints:
 
 def load(checkpoint: Checkpoint) -> None:
     assert json.loads(checkpoint.model_path.read_text())["epoch"] == checkpoint.epoch
+
+
+@pytest.mark.parametrize("policy, trial_requeued, written", [
+    ("auto", None, True),  # a single run or a grid's job: rerun --resume, a continued sweep
+    ("auto", True, True),  # a search's trial on Slurm: requeued in its own folder
+    ("auto", False, False),  # a search's trial on launcher=local|parallel: queued again as a new trial
+    ("always", False, True),
+    ("always", None, True),
+    ("never", None, False),
+    ("never", True, False),
+])
+def test_checkpoints_are_written_where_something_would_resume_from_them(policy: str, trial_requeued, written) -> None:
+    reason = skips_checkpoints(CheckpointPolicy(policy), trial_requeued)
+    assert (reason is None) == written
+    if policy == "never":
+        assert reason == "training.checkpoints=never"
 
 
 def test_only_the_last_two_checkpoints_are_kept(tmp_path: Path) -> None:

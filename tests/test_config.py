@@ -83,6 +83,8 @@ def test_objective_follows_the_hold_out(compose_config) -> None:
         ("seed=-1", "seed=-1"),
         ("training.warmup_epochs=5", "training.warmup_epochs=5.0: must be at least 0 and below training.epochs (5)"),
         ("training.lr_schedule=step", "training.lr_schedule: Invalid value 'step'"),
+        ("training.checkpoints=sometimes",
+         "training.checkpoints: Invalid value 'sometimes', expected one of [auto, always, never]"),
         ("objective.metric=val_accuracy", "objective.metric=val_accuracy needs a validation hold-out"),
         ("objective.metric=f1", "objective.metric=f1: not a metric this run reports"),
         ("dataset=npz", "dataset.path has no value"),

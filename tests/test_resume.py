@@ -28,6 +28,8 @@ def test_a_killed_run_resumes_where_it_stopped(run_cli, mnist_dir: Path, tmp_pat
     whole = run_cli(*SETTINGS, f"hydra.run.dir={tmp_path / 'whole'}", env=env)
     assert whole.returncode == 0, whole.stderr
     assert not (tmp_path / "whole" / "checkpoints").exists()  # model.keras holds the end state
+    timings = json.loads((tmp_path / "whole" / "metrics.json").read_text())["timings"]
+    assert all(epoch["checkpoint"] > 0 for epoch in timings["epochs"])  # one written after every epoch
 
     killed = tmp_path / "killed"
     checkpoints = Checkpoints(killed)

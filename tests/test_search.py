@@ -73,9 +73,10 @@ def test_search_then_resume_study_and_leaderboard_agree(run_cli, mnist_dir: Path
         job = json.loads(line)
         timings, record = job["timings"], json.loads((Path(job["run_dir"]) / "metrics.json").read_text())
         assert record["timings"] == timings and [epoch["epoch"] for epoch in timings["epochs"]] == [1, 2]
-        assert all(epoch["train"] > 0 and epoch["validate"] > 0 and epoch["checkpoint"] > 0
-                   for epoch in timings["epochs"])
-        phases = ("data", "setup", "build", "train", "validate", "checkpoint", "test", "save")
+        assert all(epoch["train"] > 0 and epoch["validate"] > 0 for epoch in timings["epochs"])
+        # on launcher=local an interrupted trial is queued again as a new trial: nothing would resume it
+        assert timings["checkpoint"] == 0 and record["checkpoints_skipped"].startswith("nothing would resume them")
+        phases = ("data", "setup", "build", "train", "validate", "test", "save")
         assert all(timings[phase] > 0 for phase in phases)
         assert sum(timings[phase] for phase in phases) < job["end"] - job["start"]
     results = OmegaConf.load(tmp_path / "first" / "optimization_results.yaml")
@@ -175,6 +176,31 @@ def test_only_trials_among_the_best_k_when_they_finish_evaluate_the_test_set(run
     best_two = sorted(range(len(values)), key=lambda number: -values[number])[:2]
     assert board.loc[best_two, "test_accuracy"].notna().all()
     assert 0 < board["test_accuracy"].isna().sum() < len(values) - 2  # some skipped, and more than the best two ran
+
+
+@pytest.mark.parametrize("policy, written", [("auto", False), ("always", True)])
+def test_a_trial_nothing_would_resume_writes_no_checkpoints(run_cli, tiny_data: Path, tmp_path: Path, policy: str,
+                                                            written: bool) -> None:
+    """On launcher=local an interrupted trial is queued again as a new trial, trained from epoch 1, so with
+    training.checkpoints=auto its checkpoints would serve nothing: the trial killed after its first epoch
+    shows whether one was written (on Slurm, which requeues a trial in place, they are: test_slurm_cluster)."""
+    result = run_cli(*fake_search_args(tiny_data, searched=("model.filters",)), "hydra.sweeper.sampler=grid",
+                     "hydra.sweeper.pruner=none", "hydra.sweeper.n_trials=2", "model.filters=choice(4, 6)",
+                     "model.dense_units=16", "optimizer.lr=0.003", "training.epochs=2", f"training.checkpoints={policy}", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+                     f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}", command=FAKE_RUN,
+                     env={"FAKE_KILL_FILTERS": "6"}, timeout=300)
+    assert result.returncode == 1, result.stderr
+    trials = {trial.params["model.filters"]: trial for trial in load(tmp_path).trials}
+    assert [trials[filters].state for filters in (4, 6)] == [TrialState.COMPLETE, TrialState.FAIL]
+    killed = Path(trials[6].user_attrs["cnnsweep_run_dir"])
+    assert len(pd.read_csv(killed / "history.csv")) == 1
+    assert (killed / "checkpoints" / "epoch-1.json").exists() == written
+    completed = json.loads((Path(trials[4].user_attrs["cnnsweep_run_dir"]) / "metrics.json").read_text())
+    assert completed["status"] == "completed" and completed["epochs_completed"] == 2
+    if written:
+        assert "checkpoints_skipped" not in completed
+    else:
+        assert completed["checkpoints_skipped"].startswith("nothing would resume them: an interrupted trial of this")
 
 
 def test_a_grid_search_runs_each_point_once_and_marks_the_baselines(run_cli, tiny_data: Path, tmp_path: Path) -> None:

@@ -161,6 +161,7 @@ def test_a_search_with_a_killed_job_leaves_no_trial_running(tiny_data: Path, tmp
     assert [trials[filters].state for filters in (4, 6, 8)] == [TrialState.COMPLETE, TrialState.FAIL,
                                                                  TrialState.COMPLETE]
     run_dir = Path(trials[6].user_attrs["cnnsweep_run_dir"])
+    assert (run_dir / "checkpoints" / "epoch-1.json").exists()  # a requeue would continue from it
     assert trials[6].user_attrs["cnnsweep_error"] == error_of(run_dir)
     assert error_of(run_dir).startswith(f"Slurm job {slurm_job_id(run_dir)} (FAILED) ended without a result")
 

@@ -71,6 +71,11 @@ class TrialLauncher(Protocol):
     def slots(self) -> int:
         """Trials it runs at once."""
 
+    @property
+    def requeues(self) -> bool:
+        """Whether it may run a stopped job (preempted, out of time) again in its own folder while the sweep
+        goes on, which continues from the job's checkpoints."""
+
     def run_trial(self, job: TrialJob) -> JobOutcome:
         """Run one job to its end; safe to call from several threads at once; never raises for the job
         (only JobCannotStart, which is about every job)."""
@@ -226,6 +231,7 @@ class HydraLauncherAdapter:
     """
 
     slots = 1
+    requeues = True  # unknown: hydra-submitit-launcher, for one, requeues; a checkpoint costs little
 
     def __init__(self, launcher: Launcher, hydra_context: HydraContext, config: DictConfig) -> None:
         self.launcher = launcher

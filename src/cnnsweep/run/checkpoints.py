@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from cnnsweep.errors import ConfigError, first_line
+from cnnsweep.run.config import CheckpointPolicy
 from cnnsweep.run.records import HISTORY_FILE, read_history, write_json
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,19 @@ class Checkpoints:
         reason = f"cannot resume ({why}); trained again from epoch 1{kept}"
         log.warning("%s", reason)
         return ResumePoint(0, [], restarted=reason)
+
+
+def skips_checkpoints(policy: CheckpointPolicy, trial_requeued: Optional[bool]) -> Optional[str]:
+    """Why the run writes no checkpoints, or None to write one after every epoch. `trial_requeued` is None
+    outside a search, and for a search's trial whether its launcher runs it again in its own folder (a
+    Slurm requeue): the only thing that continues a trial from its checkpoints, since a search on
+    launcher=local or parallel queues an interrupted trial again as a new trial, trained from epoch 1."""
+    if policy is CheckpointPolicy.never:
+        return "training.checkpoints=never"
+    if policy is CheckpointPolicy.auto and trial_requeued is False:
+        return ("nothing would resume them: an interrupted trial of this search is trained again from epoch 1 "
+                "as a new trial (training.checkpoints=always writes them anyway)")
+    return None
 
 
 def _free_name(path: Path, label: str) -> Path:

@@ -55,6 +55,12 @@ class LrSchedule(str, Enum):
     cosine = "cosine"  # linear warm-up over training.warmup_epochs, then cosine decay to 0 by the last step
 
 
+class CheckpointPolicy(str, Enum):
+    auto = "auto"  # after every epoch, except in a search trial nothing would resume (cnnsweep.run.checkpoints)
+    always = "always"  # after every epoch
+    never = "never"  # none: a killed run trains again from epoch 1
+
+
 class Progress(str, Enum):
     auto = "auto"  # a progress bar for a single run, one line per epoch inside a multirun
     bar = "bar"
@@ -186,6 +192,7 @@ class TrainingConfig:
     lr_schedule: LrSchedule
     warmup_epochs: float
     resume: bool  # continue from the run folder's checkpoint.keras (`cnnsweep rerun RUN_DIR --resume`)
+    checkpoints: CheckpointPolicy
 
 
 @dataclass

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnsweep.errors import CnnsweepError, DiskFull, RunFailed
 from cnnsweep.project import PROJECT_ROOT
 from cnnsweep.run import hardware
+from cnnsweep.run.checkpoints import skips_checkpoints
 from cnnsweep.run.config import Progress, RunConfig, load_run_config
 from cnnsweep.run.data import Dataset, load_dataset
 from cnnsweep.run.model import check_fits_image
@@ -58,10 +59,12 @@ class KerasTrainer:
         return hardware.configure(config.hardware, config.seed)
 
     def train(self, config: RunConfig, data: Dataset, run_dir: Path, show_progress_bar: bool,
-              on_epoch: EpochCallback, restart_if_unresumable: bool, skip_test: TestDecision) -> TrainingResult:
+              on_epoch: EpochCallback, restart_if_unresumable: bool, skip_test: TestDecision,
+              write_checkpoints: bool) -> TrainingResult:
         from cnnsweep.run.training import train  # imports Keras, so only after prepare()
 
-        return train(config, data, run_dir, show_progress_bar, on_epoch, restart_if_unresumable, skip_test)
+        return train(config, data, run_dir, show_progress_bar, on_epoch, restart_if_unresumable, skip_test,
+                     write_checkpoints=write_checkpoints)
 
 
 def no_reporter() -> Optional[EpochReporter]:
@@ -122,6 +125,9 @@ def _run(cfg: DictConfig, trainer: Trainer, reporter: ReporterFactory, run_dir: 
                       **({"warm_start": trial.warm_start} if trial.warm_start else {}))
 
     tracker = _tracker(cfg, config, run_dir, in_multirun, trial)
+    no_checkpoints = skips_checkpoints(config.training.checkpoints, trial.requeued if trial is not None else None)
+    if no_checkpoints is not None:
+        record.update(checkpoints_skipped=no_checkpoints)
 
     def on_epoch(row: dict[str, Any]) -> bool:
         record.update(epochs_completed=row["epoch"])
@@ -134,7 +140,8 @@ def _run(cfg: DictConfig, trainer: Trainer, reporter: ReporterFactory, run_dir: 
         # A sweep's job that cannot resume starts again (its sweep wants the result); a single run refuses.
         result = trainer.train(config, data, run_dir, progress is Progress.bar, on_epoch,
                                restart_if_unresumable=in_multirun,
-                               skip_test=trial.skips_test if trial is not None else always_test)
+                               skip_test=trial.skips_test if trial is not None else always_test,
+                               write_checkpoints=no_checkpoints is None)
     except BaseException as error:
         tracker.finish(INTERRUPTED if isinstance(error, KeyboardInterrupt) else FAILED, record.metrics, run_dir)
         raise

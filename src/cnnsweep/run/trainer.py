@@ -31,9 +31,11 @@ class Trainer(Protocol):
         """Set up devices, threads and seeds before training; describe them for environment.json."""
 
     def train(self, config: RunConfig, data: Dataset, run_dir: Path, show_progress_bar: bool,
-              on_epoch: EpochCallback, restart_if_unresumable: bool, skip_test: TestDecision) -> TrainingResult:
+              on_epoch: EpochCallback, restart_if_unresumable: bool, skip_test: TestDecision,
+              write_checkpoints: bool) -> TrainingResult:
         """Train and evaluate (the test set unless `skip_test` gives a reason, recorded as `test_skipped`);
-        keep run_dir's history.csv and checkpoints current and save the model there. With training.resume
+        keep run_dir's history.csv current, and its checkpoints with `write_checkpoints`, and save the
+        model there. With training.resume
         and no usable checkpoint: refuse (ConfigError), or start again from epoch 1 when
         `restart_if_unresumable` (cnnsweep.run.checkpoints)."""
 
@@ -46,6 +48,7 @@ class EpochReporter(Protocol):
     baseline: bool  # the search's trial 0, the composed config itself
     warm_start: Optional[str]  # the earlier study's trial it repeats ("<study>#<trial>"), when warm-started
     metric: str  # the metric it reports
+    requeued: bool  # its launcher runs it again in its own folder when stopped (Slurm), from its checkpoints
 
     def should_stop(self, row: dict[str, Any]) -> bool:
         """Report this epoch's row; True when training should stop here."""

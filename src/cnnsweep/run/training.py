@@ -100,10 +100,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
     generators' state, as the run's newest checkpoint (cnnsweep.run.checkpoints), so a killed run can
     continue from there (training.resume)."""
 
-    def __init__(self, checkpoints: Checkpoints) -> None:
+    def __init__(self, checkpoints: Checkpoints, saving: bool = True) -> None:
         super().__init__()
         self.checkpoints = checkpoints
-        self.saving = True
+        self.saving = saving
         self.seconds: dict[int, float] = {}  # epoch -> seconds its checkpoint took
 
     def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
@@ -228,6 +228,7 @@ def train(
     restart_if_unresumable: bool = False,
     skip_test: TestDecision = always_test,
     strategy: Optional[tf.distribute.Strategy] = None,
+    write_checkpoints: bool = True,
 ) -> TrainingResult:
     """Compile (or resume), fit and finish; raise TrainingError (after history.csv is written) if the loss
     went NaN.
@@ -249,7 +250,7 @@ def train(
         if point.restarted is not None:  # a failed load may have left part of a damaged checkpoint in the model
             keras.utils.set_random_seed(config.seed)
             model = compiled_model(config, data, strategy, batch_size)
-    recorder, checkpointer = EpochRecorder(run_dir / HISTORY_FILE, on_epoch, point.rows), EpochCheckpoint(checkpoints)
+    recorder, checkpointer = EpochRecorder(run_dir / HISTORY_FILE, on_epoch, point.rows), EpochCheckpoint(checkpoints, write_checkpoints)
     train_seconds = fit(model, config, data, run_dir, batch_size, point.epoch, [recorder, checkpointer],
                         show_progress_bar)
     for epoch, training_seconds, validation_seconds in recorder.phases:

@@ -107,6 +107,7 @@ class Search:
         """The study, created or resumed, with trials of dead sweeps settled and the baseline queued; and
         study.json, which tells each trial's process how to report to it."""
         spec = plan.spec
+        spec.trials_requeued = self.launcher.requeues
         if self.settings.warm_start.source and plan.grid is not None:
             raise ConfigError("hydra.sweeper.warm_start: the grid sampler visits every point once in its own order; "
                               "warm-start a tpe, random, cmaes or qmc search instead")

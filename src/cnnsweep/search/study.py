@@ -80,6 +80,9 @@ class StudySpec:
     heartbeat_interval: Optional[int] = None  # RDB storages: seconds between heartbeats of a running trial
     grace_period: Optional[int] = None  # silent this long, a trial is stale: failed and queued again
     test_top_k: Optional[int] = None  # trials evaluate the test set only among the best K so far; None: all
+    # The launcher runs a stopped trial again in its own folder (a Slurm requeue), continuing from its
+    # checkpoints; else an interrupted trial is queued again as a new one, and its checkpoints serve nothing.
+    trials_requeued: bool = False
 
     @property
     def objectives(self) -> list[str]:

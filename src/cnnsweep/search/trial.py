@@ -35,6 +35,7 @@ class TrialReporter:
         self.metric = spec.objectives[0]
         self.objective_metrics, self.directions = list(spec.metrics), list(spec.directions)
         self.test_top_k = spec.test_top_k
+        self.requeued = spec.trials_requeued
         self.prunable = len(spec.directions) == 1 and bool(spec.metrics)
         self.baseline = bool(self.trial.user_attrs.get(BASELINE_ATTR))  # the search's trial 0
         self.warm_start: Optional[str] = self.trial.user_attrs.get(WARM_START_ATTR)  # "<study>#<trial>" it repeats

@@ -37,6 +37,8 @@ class ProcessLauncher(Launcher):
     def slots(self) -> int:
         return len(self.pool.slots)
 
+    requeues = False  # a continued sweep resumes a grid's interrupted job; a search queues a new trial
+
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.pool.setup(hydra_context, task_function, config)
 

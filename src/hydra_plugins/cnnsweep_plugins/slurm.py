@@ -35,6 +35,8 @@ class _TrialContract:
     def slots(self) -> int:
         return int(self.params.get("array_parallelism") or 1)
 
+    requeues = True  # submitit requeues a job near its time limit or preempted, in its own folder
+
     def run_trial(self, job: "TrialJob") -> "JobOutcome":
         from cnnsweep.launch.slurm import Submissions, run_submitit_trial
 
