@@ -7,8 +7,10 @@ searches against keras-tuner's three tuners over the same space, data and model.
 Protocol (the search-efficiency issue's): the first 10,000 MNIST training images, the last 5,000 held out,
 3 epochs. cnnsweep runs `sweeps=baseline_tpe launcher=parallel` (2 jobs at once on 2 cores); each setup
 is told its budget (hydra.sweeper.timeout) and killed when it is spent, once per budget and sampler seed:
-  tpe+baseline  sweeps=baseline_tpe as shipped: TPE, median pruner, trial 0 the tutorial baseline
-  tpe+halving   the same with Optuna's successive halving pruner (a rung at epoch 1 keeps the best third)
+  tpe+baseline  sweeps=baseline_tpe as shipped: TPE, successive halving (a rung at epoch 1 keeps the best
+                third), trial 0 the tutorial baseline
+  tpe+median    the same with the median pruner judging from epoch 2 (baseline_tpe's pruner until
+                2026-11-30)
   tpe           the same with hydra.sweeper.enqueue_baseline=false
   random        hydra/sweeper/sampler=random, hydra.sweeper.pruner=none, no baseline
   unfitted      tpe+baseline with hydra.sweeper.fit_budget=false (start-ups as configured, however short
@@ -39,7 +41,7 @@ from warm_workers import KERAS_TUNERS, PROTOCOL, ROOT, keras_tuner_search, print
 
 SETUPS = {
     "tpe+baseline": [],
-    "tpe+halving": ["sweeps=baseline_halving"],  # written by halving_sweep() from baseline_tpe.yaml
+    "tpe+median": ["sweeps=baseline_median"],  # written by median_sweep() from baseline_tpe.yaml
     "tpe": ["hydra.sweeper.enqueue_baseline=false"],
     "random": ["hydra/sweeper/sampler=random", "hydra.sweeper.pruner=none", "hydra.sweeper.enqueue_baseline=false"],
     "unfitted": ["hydra.sweeper.fit_budget=false"],
@@ -47,14 +49,13 @@ SETUPS = {
 TUNER_SETUPS = {f"kt-{tuner}": tuner for tuner in KERAS_TUNERS}
 
 
-def halving_sweep(conf: Path) -> None:
-    """baseline_tpe.yaml with the median pruner and its options replaced by successive halving (the
-    command line can only merge pruner_options, not replace them)."""
+def median_sweep(conf: Path) -> None:
+    """baseline_tpe.yaml with its pruner and pruner options replaced by the median pruner's (the command
+    line can only merge pruner_options, not replace them)."""
     sweep = yaml.safe_load((ROOT / "sweeps" / "baseline_tpe.yaml").read_text())
-    sweep["hydra"]["sweeper"].update(pruner="successive_halving",
-                                     pruner_options={"min_resource": 1, "reduction_factor": 3})
+    sweep["hydra"]["sweeper"].update(pruner="median", pruner_options={"n_startup_trials": 3, "n_warmup_steps": 2})
     (conf / "sweeps").mkdir(parents=True, exist_ok=True)
-    (conf / "sweeps" / "baseline_halving.yaml").write_text("# @package _global_\n" + yaml.safe_dump(sweep))
+    (conf / "sweeps" / "baseline_median.yaml").write_text("# @package _global_\n" + yaml.safe_dump(sweep))
 
 
 def search(setup: str, seed: int, budget: float, workdir: Path) -> dict:
@@ -113,7 +114,7 @@ def main() -> None:
         sys.exit("error: set CNNSWEEP_DATA_DIR to a folder holding mnist.npz")
     print(f"CPU: {cpu_description()}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
-        halving_sweep(Path(folder) / "conf")
+        median_sweep(Path(folder) / "conf")
         for budget in args.budgets:
             print(f"\nbudget {budget:g} s", flush=True)
             results = run_all(args.seeds, args.setups,

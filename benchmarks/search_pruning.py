@@ -3,7 +3,7 @@
     CNNSWEEP_DATA_DIR=../shared/datasets uv run python benchmarks/search_pruning.py [--trials 12] \
         [--max-train 10000] [--epochs 5]
 
-Runs `-m sweeps=baseline_tpe` twice into fresh studies, first with its median pruner, then with
+Runs `-m sweeps=baseline_tpe` twice into fresh studies, first with its pruner, then with
 `hydra.sweeper.pruner=none`, on a training slice small enough to finish in minutes on 2 cores, and the
 tutorial defaults once on the same slice. Prints, for each: the best val_accuracy and that trial's test
 accuracy, wall time and epochs trained, then the share of epochs pruning saved.
