@@ -35,9 +35,8 @@ class Trainer(Protocol):
               write_checkpoints: bool) -> TrainingResult:
         """Train and evaluate (the test set unless `skip_test` gives a reason, recorded as `test_skipped`);
         keep run_dir's history.csv current, and its checkpoints with `write_checkpoints`, and save the
-        model there. With training.resume
-        and no usable checkpoint: refuse (ConfigError), or start again from epoch 1 when
-        `restart_if_unresumable` (cnnsweep.run.checkpoints)."""
+        model there. With training.resume and no usable checkpoint: refuse (ConfigError), or start again
+        from epoch 1 when `restart_if_unresumable` (cnnsweep.run.checkpoints)."""
 
 
 class EpochReporter(Protocol):

@@ -250,7 +250,8 @@ def train(
         if point.restarted is not None:  # a failed load may have left part of a damaged checkpoint in the model
             keras.utils.set_random_seed(config.seed)
             model = compiled_model(config, data, strategy, batch_size)
-    recorder, checkpointer = EpochRecorder(run_dir / HISTORY_FILE, on_epoch, point.rows), EpochCheckpoint(checkpoints, write_checkpoints)
+    recorder = EpochRecorder(run_dir / HISTORY_FILE, on_epoch, point.rows)
+    checkpointer = EpochCheckpoint(checkpoints, saving=write_checkpoints)
     train_seconds = fit(model, config, data, run_dir, batch_size, point.epoch, [recorder, checkpointer],
                         show_progress_bar)
     for epoch, training_seconds, validation_seconds in recorder.phases:
