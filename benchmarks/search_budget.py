@@ -15,6 +15,7 @@ is told its budget (hydra.sweeper.timeout) and killed when it is spent, once per
   random        hydra/sweeper/sampler=random, hydra.sweeper.pruner=none, no baseline
   unfitted      tpe+baseline with hydra.sweeper.fit_budget=false (start-ups as configured, however short
                 the budget)
+  jax, torch    tpe+baseline with hardware.backend=jax or torch (the others run on TensorFlow)
   kt-random, kt-bayesian, kt-hyperband
                 keras-tuner's RandomSearch, BayesianOptimization and Hyperband (max_epochs 3, factor 3) in
                 one process, the model built by cnnsweep.run.model.build_model (benchmarks/warm_workers.py)
@@ -45,6 +46,8 @@ SETUPS = {
     "tpe": ["hydra.sweeper.enqueue_baseline=false"],
     "random": ["hydra/sweeper/sampler=random", "hydra.sweeper.pruner=none", "hydra.sweeper.enqueue_baseline=false"],
     "unfitted": ["hydra.sweeper.fit_budget=false"],
+    "jax": ["hardware.backend=jax"],  # tpe+baseline on Keras' other backends
+    "torch": ["hardware.backend=torch"],
 }
 TUNER_SETUPS = {f"kt-{tuner}": tuner for tuner in KERAS_TUNERS}
 

@@ -36,7 +36,7 @@ from cnnsweep.app import run_app
 from cnnsweep.run.config import CnnConfig, RunConfig
 from cnnsweep.run.data import Dataset
 from cnnsweep.errors import TrainingError, run_with_one_line_errors
-from cnnsweep.run.hardware import launcher_assignment, thread_counts
+from cnnsweep.run.slot import launcher_assignment, thread_counts
 from cnnsweep.run.model import conv_widths
 from cnnsweep.project import CONF_DIR
 from cnnsweep.run.checkpoints import Checkpoint, Checkpoints, ResumePoint

@@ -133,7 +133,7 @@ BROKEN_FILES = ["truncated", "text", "missing_keys", "mismatched", "labels_out_o
         (["training.epochs=0"], "training.epochs=0: must be a positive integer", 2),
         (["dataset.path=nothere.npz"], "dataset.path=nothere.npz: no such file", 1),
         (["-m", "launcher=parallel", "launcher.gpus=[a,b]", "launcher.jobs=3"],
-         "launcher.jobs=3: more than the 2 GPU(s) a,b, and each job needs its own", 2),
+         "launcher.jobs=3: more than the 2 GPU(s) a,b x launcher.jobs_per_gpu=1 can run at once", 2),
         (["-m", "launcher.jobs_per_worker=0"], "launcher.jobs_per_worker=0: must be a positive number of jobs", 2),
         (["-m", "sweeps=quick", "hydra.sweeper.n_jobs=0"],
          "hydra.sweeper.n_jobs=0: must be a positive number of trials at once, or null for one per launcher slot", 2),

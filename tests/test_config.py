@@ -47,7 +47,7 @@ def test_defaults_are_the_tutorial(compose_config) -> None:
     assert (run.model.pool_size, run.model.pooling, run.model.dropout, run.model.batch_norm) == (2, Pooling.max, 0.0, False)
     assert (run.optimizer.name, run.optimizer.lr) == ("adam", 0.001)
     assert (run.training.epochs, run.training.batch_size) == (5, 32)
-    assert (run.hardware.device, run.hardware.precision, run.hardware.jit_compile) == (Device.auto, Precision.float32, False)
+    assert (run.hardware.device, run.hardware.precision, run.hardware.jit_compile) == (Device.auto, Precision.float32, "auto")
     assert run.objective_metric == "test_accuracy" and run.objective_direction == "maximize"
 
 
@@ -80,6 +80,14 @@ def test_objective_follows_the_hold_out(compose_config) -> None:
         ("dataset.max_train=0", "dataset.max_train=0: must be a positive integer or null"),
         ("dataset.in_memory_gb=-1", "dataset.in_memory_gb=-1.0: must be 0 or more (0 streams every folder)"),
         ("hardware.precision=float8", "hardware.precision: Invalid value 'float8'"),
+        ("hardware.backend=mxnet", "hardware.backend=mxnet: choose tensorflow | jax | torch (its default is "
+                                   "KERAS_BACKEND from the environment, else tensorflow)"),
+        ("hardware.jit_compile=xla", "hardware.jit_compile=xla: must be true, false or auto"),
+        ("training.steps_per_execution=0", "training.steps_per_execution=0: must be a positive integer"),
+        (["hardware.backend=torch", "training.steps_per_execution=4"],
+         "training.steps_per_execution=4: must be 1 on hardware.backend=torch"),
+        (["hardware=multi_gpu", "hardware.backend=torch"],
+         "hardware=multi_gpu (hardware.distribution=mirrored) is not available on hardware.backend=torch"),
         ("seed=-1", "seed=-1"),
         ("training.warmup_epochs=5", "training.warmup_epochs=5.0: must be at least 0 and below training.epochs (5)"),
         ("training.lr_schedule=step", "training.lr_schedule: Invalid value 'step'"),
@@ -90,11 +98,28 @@ def test_objective_follows_the_hold_out(compose_config) -> None:
         ("dataset=npz", "dataset.path has no value"),
     ],
 )
-def test_bad_values_name_the_key(compose_config, override: str, message: str) -> None:
+def test_bad_values_name_the_key(compose_config, override: str | list[str], message: str) -> None:
     with pytest.raises(ConfigError) as raised:
-        load_run_config(compose_config(override))
+        load_run_config(compose_config(*([override] if isinstance(override, str) else override)))
     assert message in str(raised.value)
     assert "\n" not in str(raised.value)
+
+
+@pytest.mark.parametrize(("environment", "override", "backend"), [
+    (None, None, "tensorflow"),
+    ("jax", None, "jax"),
+    ("torch", None, "torch"),
+    ("jax", "hardware.backend=tensorflow", "tensorflow"),  # an explicit override wins
+    (None, "hardware.backend=torch", "torch"),
+])
+def test_backend_defaults_to_keras_backend_and_an_override_wins(
+        compose_config, monkeypatch: pytest.MonkeyPatch, environment: str | None, override: str | None,
+        backend: str) -> None:
+    if environment is None:
+        monkeypatch.delenv("KERAS_BACKEND", raising=False)
+    else:
+        monkeypatch.setenv("KERAS_BACKEND", environment)
+    assert load_run_config(compose_config(*([override] if override else []))).hardware.backend == backend
 
 
 def test_added_unknown_key_is_rejected(compose_config) -> None:

@@ -18,6 +18,7 @@ import optuna
 import pytest
 
 from cnnsweep.launch.devices import SLOT_ENV, THREADS_ENV, plan_slots, visible_gpus
+from cnnsweep.run.slot import GPU_SHARE_ENV
 from cnnsweep.errors import ConfigError
 from conftest import FAKE_RUN, TINY_RUN, command_env, error_lines
 from test_search import fake_search_args
@@ -107,8 +108,51 @@ def test_slots_split_gpus_and_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     assert [(slot.gpu, slot.threads) for slot in plan_slots(None, "auto", cores=2)] == [(None, 1), (None, 1)]
 
 
+@pytest.mark.parametrize(("jobs", "gpus", "jobs_per_gpu", "plan"), [
+    (None, ["3", "5"], 1, [("3", None), ("5", None)]),
+    (None, ["3", "5"], 2, [("3", 0.5), ("5", 0.5), ("3", 0.5), ("5", 0.5)]),  # dealt round: the first jobs spread
+    (3, ["3", "5"], 4, [("3", 0.25), ("5", 0.25), ("3", 0.25)]),
+    (None, ["0"], 8, [("0", 0.125)] * 8),
+    (2, 0, 4, [("", None), ("", None)]),  # no GPUs: nothing to share
+])
+def test_jobs_per_gpu_deals_capped_slots_round_the_gpus(jobs, gpus, jobs_per_gpu: int, plan: list) -> None:
+    slots = plan_slots(jobs, gpus, cores=16, jobs_per_gpu=jobs_per_gpu)
+    assert [(slot.gpu, slot.gpu_share) for slot in slots] == plan
+    for slot in slots:
+        environment = slot.environment()
+        assert environment.get(GPU_SHARE_ENV) == (None if slot.gpu_share is None else f"{slot.gpu_share:g}")
+        assert environment[THREADS_ENV] == str(16 // len(slots))
+
+
+@pytest.mark.tensorflow
+def test_a_job_out_of_its_gpu_share_fails_alone_naming_jobs_per_gpu(run_cli, mnist_dir, tmp_path) -> None:
+    """Two jobs share fake GPU g0 (launcher.jobs_per_gpu=2), each told its half before its backend starts;
+    the one whose model cannot be allocated (a 10^9-unit dense layer: PyTorch's allocator refuses the
+    hundreds of GB) fails with one line naming launcher.jobs_per_gpu, the other completes."""
+    sweep_dir = tmp_path / "grid"
+    result = run_cli("-m", "launcher=parallel", "launcher.gpus=[g0]", "launcher.jobs_per_gpu=2", *TINY_RUN,
+                     "training.epochs=1", "hardware.backend=torch", "model.dense_units=16,1000000000",
+                     f"hydra.sweep.dir={sweep_dir}", env={"CNNSWEEP_DATA_DIR": str(mnist_dir)}, timeout=600)
+    schedule = sorted(read_schedule(sweep_dir), key=lambda job: job["job"])
+    assert [(job["gpu"], job["gpu_share"], job["status"]) for job in schedule] == [("g0", 0.5, "completed"),
+                                                                                  ("g0", 0.5, "failed")]
+    fine, starved = (json.loads((sweep_dir / str(job) / "metrics.json").read_text()) for job in (0, 1))
+    assert fine["status"] == "completed" and fine["test_accuracy"] is not None
+    assert starved["status"] == "failed" and starved["error"] == (
+        "out of memory on GPU g0, where this job may use 0.5 of the memory (launcher.jobs_per_gpu=2); lower "
+        "launcher.jobs_per_gpu or training.batch_size")
+    assert "out of memory on GPU g0" in result.stdout + result.stderr
+    devices = json.loads((sweep_dir / "0" / "environment.json").read_text())["devices"]
+    assert (devices["backend"], devices["cuda_visible_devices"], devices["launcher_gpu_share"]) == ("torch", "g0", "0.5")
+
+
+def test_jobs_per_gpu_must_be_a_positive_number() -> None:
+    with pytest.raises(ConfigError, match=re.escape("launcher.jobs_per_gpu=0: must be a positive number of jobs")):
+        plan_slots(None, ["0"], cores=2, jobs_per_gpu=0)
+
+
 @pytest.mark.parametrize("jobs, gpus, message", [
-    (3, ["0", "1"], "launcher.jobs=3: more than the 2 GPU(s)"),
+    (3, ["0", "1"], "launcher.jobs=3: more than the 2 GPU(s) 0,1 x launcher.jobs_per_gpu=1 can run at once"),
     (None, ["0", "0"], "a GPU is listed twice"),
     (None, 4, "launcher.gpus=4: 0 GPU(s) visible"),
     (0, None, "launcher.jobs=0: must be a positive number"),

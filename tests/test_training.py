@@ -65,16 +65,18 @@ def test_unknown_optimizer_argument_is_a_config_error() -> None:
 def test_every_epoch_is_a_new_permutation_and_reruns_repeat_it() -> None:
     import numpy as np
 
-    from cnnsweep.run.training import training_batches
+    from cnnsweep.run.batches import training_batches
 
     def epochs_of(seed: int) -> list[list[int]]:
-        batches = [list(x.numpy()) for x, _ in training_batches(np.arange(10), np.arange(10), 4, 3, seed, True)]
+        batches = [list(x) for x, _ in training_batches(np.arange(10), np.arange(10), 4, 3, seed, True)]
         return [sum(batches[i:i + 3], []) for i in (0, 3, 6)]  # 3 batches (4 + 4 + 2) per epoch
 
     first = epochs_of(seed=7)
     assert all(sorted(epoch) == list(range(10)) for epoch in first)
     assert len({tuple(epoch) for epoch in first}) == 3  # Keras' seeded shuffle would repeat one order
     assert epochs_of(seed=7) == first and epochs_of(seed=8) != first
+    resumed = [list(x) for x, _ in training_batches(np.arange(10), np.arange(10), 4, 3, 7, True, first_epoch=1)]
+    assert [sum(resumed[i:i + 3], []) for i in (0, 3)] == first[1:]  # a resumed run continues the same sequence
 
 
 def test_cosine_schedule_warms_up_to_the_learning_rate_then_decays_to_zero() -> None:
@@ -98,13 +100,15 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 from cnnsweep.run import hardware
 from cnnsweep.run.config import compose_run_config
 from cnnsweep.run.data import load_dataset
+from cnnsweep.run.backends.tensorflow import strategy_placement
 from cnnsweep.run.training import train
 run = compose_run_config("model.filters=4", "model.dense_units=8", "training.epochs=2", "training.batch_size=16",
                          "dataset=npz", f"dataset.path={sys.argv[1]}", "dataset.val_size=32")
 hardware.configure(run.hardware, run.seed)
 data = load_dataset(run.dataset)
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-result = train(run, data, Path(sys.argv[2]), show_progress_bar=False, on_epoch=lambda row: False, strategy=strategy)
+result = train(run, data, Path(sys.argv[2]), show_progress_bar=False, on_epoch=lambda row: False,
+               placement=strategy_placement(strategy))
 print(json.dumps(result.metrics))
 """
 

@@ -36,6 +36,10 @@ class TrainingError(CnnsweepError):
     """Training itself went wrong, such as a loss that became NaN."""
 
 
+class OutOfMemory(CnnsweepError):
+    """The backend could not allocate the model or a batch (cnnsweep.run.hardware.out_of_memory)."""
+
+
 class DiskFull(CnnsweepError):
     """A write failed for lack of space (ENOSPC, EDQUOT): not the model's fault. `measured` carries the
     figures the run had already measured, so its record keeps them."""

@@ -2,12 +2,14 @@
 
 The saved `.hydra/config.yaml` is the fully composed config, so it becomes the primary config
 (`--config-path`): the rerun does not depend on today's conf/ defaults, and on CPU it reproduces
-history.csv exactly. Extra overrides (`seed=1`, or `-m seed=0,1,2`) apply on top of it. `--resume`
+history.csv exactly. The backend it trained on (environment.json) is pinned, since the saved config may
+take it from KERAS_BACKEND. Extra overrides (`seed=1`, or `-m seed=0,1,2`) apply on top of it. `--resume`
 continues a killed or interrupted run in its own folder after its last finished epoch.
 """
 
 from __future__ import annotations
 
+import json
 import runpy
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ from cnnsweep.errors import ConfigError
 from cnnsweep.project import RUN_SCRIPT
 from cnnsweep.run.checkpoints import Checkpoints
 from cnnsweep.run.config import RESUME_OVERRIDE
-from cnnsweep.run.records import COMPLETED, RunRecord
+from cnnsweep.run.records import COMPLETED, ENVIRONMENT_FILE, RunRecord
 
 # Where reruns go; the microsecond timestamp matches conf/config.yaml's run folders.
 RERUN_DIR = "outputs/reruns/${now:%Y-%m-%d_%H-%M-%S-%f}"
@@ -42,8 +44,20 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
         f"hydra.run.dir={run_dir.resolve() if resume else RERUN_DIR}",
         f"hydra.sweep.dir={RERUN_SWEEP_DIR}",
         *([RESUME_OVERRIDE] if resume else []),
+        *recorded_backend(run_dir, overrides),
         *overrides,
     ]
+
+
+def recorded_backend(run_dir: Path, overrides: list[str]) -> list[str]:
+    """`hardware.backend=<the one the run used>`, unless the overrides choose one or the run recorded none."""
+    if any(override.lstrip("+~").startswith("hardware.backend=") for override in overrides):
+        return []
+    try:
+        backend = json.loads((run_dir / ENVIRONMENT_FILE).read_text())["devices"]["backend"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [f"hardware.backend={backend}"] if isinstance(backend, str) else []
 
 
 def _check_resumable(run_dir: Path) -> None:

@@ -1,9 +1,10 @@
 """Which GPU and how many CPU threads each job of a parallel multirun gets.
 
-The launcher runs every job in a fresh process; a job's "slot" is the environment that process starts
-with: `CUDA_VISIBLE_DEVICES` naming exactly one GPU (so TensorFlow in that job sees only it) and
-CNNSWEEP_CPU_THREADS, the job's share of the cores. A slot runs one job at a time, so two running jobs
-never share a GPU, and a slot that frees up takes the next job at once.
+The launcher runs every job in a process of its slot; a job's "slot" is the environment that process
+starts with: `CUDA_VISIBLE_DEVICES` naming exactly one GPU (so the backend in that job sees only it),
+CNNSWEEP_CPU_THREADS, the job's share of the cores, and with launcher.jobs_per_gpu=N, CNNSWEEP_GPU_SHARE,
+the 1/N of the GPU's memory its backend is capped at before it starts (cnnsweep.run.backends). A slot runs
+one job at a time, so at most N running jobs share a GPU, and a slot that frees up takes the next job at once.
 
 GPU ids are plain strings and never checked against hardware here, so the scheduling can be proven on a
 machine without GPUs by giving fake ids (`launcher.gpus=[0,1,2,3]`).
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 from cnnsweep.errors import ConfigError, first_line
-from cnnsweep.run.hardware import SLOT_ENV, THREADS_ENV
+from cnnsweep.run.slot import GPU_SHARE_ENV, SLOT_ENV, THREADS_ENV
 
 # Jobs at once without GPUs when launcher.jobs is null: two single-thread jobs beat one two-thread job
 # on this model (benchmarks/parallel_jobs.py); more rarely pays, since each job holds its own copy of the data.
@@ -29,12 +30,15 @@ DEFAULT_CPU_JOBS = 2
 class Slot:
     index: int
     gpu: Optional[str]  # the one GPU id its jobs see; "" hides every GPU; None leaves the GPUs alone
-    threads: Optional[int]  # CPU threads per job; None leaves TensorFlow's default (all cores)
+    threads: Optional[int]  # CPU threads per job; None leaves the backend's default (all cores)
+    gpu_share: Optional[float] = None  # the fraction of its GPU's memory a job may use; None: no cap
 
     def environment(self) -> dict[str, str]:
         env = {SLOT_ENV: str(self.index)}
         if self.gpu is not None:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu
+        if self.gpu_share is not None:
+            env[GPU_SHARE_ENV] = f"{self.gpu_share:.6g}"
         if self.threads is not None:
             env[THREADS_ENV] = str(self.threads)
             env["OMP_NUM_THREADS"] = str(self.threads)
@@ -93,26 +97,33 @@ def gpu_ids(gpus: Any) -> Optional[list[str]]:
     return ids
 
 
-def plan_slots(jobs: Optional[int], gpus: Any, cores: Optional[int] = None) -> list[Slot]:
-    """One slot per concurrent job: with GPUs, one GPU each (jobs defaults to the GPU count); on CPU,
-    `jobs` slots (default: DEFAULT_CPU_JOBS, at most one per core). Threads are split evenly when more
-    than one job runs at once."""
+def plan_slots(jobs: Optional[int], gpus: Any, cores: Optional[int] = None, jobs_per_gpu: int = 1) -> list[Slot]:
+    """One slot per concurrent job: with GPUs, `jobs_per_gpu` per GPU, dealt round the GPUs so the first
+    jobs spread over them (jobs defaults to all of them), each capped at 1/jobs_per_gpu of its GPU's memory
+    when they share; on CPU, `jobs` slots (default: DEFAULT_CPU_JOBS, at most one per core). Threads are
+    split evenly when more than one job runs at once."""
     ids = gpu_ids(gpus)
     cores = cores or usable_cores()
     if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
         raise ConfigError(f"launcher.jobs={jobs}: must be a positive number of jobs at once, or null")
+    if isinstance(jobs_per_gpu, bool) or not isinstance(jobs_per_gpu, int) or jobs_per_gpu < 1:
+        raise ConfigError(f"launcher.jobs_per_gpu={jobs_per_gpu}: must be a positive number of jobs sharing each "
+                          "GPU (1: a GPU per job)")
+    share = 1 / jobs_per_gpu if jobs_per_gpu > 1 else None
     if ids:
-        count = len(ids) if jobs is None else jobs
-        if count > len(ids):
+        places = len(ids) * jobs_per_gpu
+        count = places if jobs is None else jobs
+        if count > places:
             raise ConfigError(
-                f"launcher.jobs={jobs}: more than the {len(ids)} GPU(s) {','.join(ids)}, and each job needs its own; "
-                "lower launcher.jobs, or set launcher.gpus=0 to run the jobs on the CPU"
+                f"launcher.jobs={jobs}: more than the {len(ids)} GPU(s) {','.join(ids)} x launcher.jobs_per_gpu="
+                f"{jobs_per_gpu} can run at once; lower launcher.jobs, raise launcher.jobs_per_gpu, or set "
+                "launcher.gpus=0 to run the jobs on the CPU"
             )
-        gpu_for = ids
+        gpu_for = [ids[index % len(ids)] for index in range(count)]
     else:
         count = jobs or min(DEFAULT_CPU_JOBS, cores)
         # gpus=0 or an empty list hides any GPU from the jobs; "auto" with none found changes nothing
         hide = ids is not None and gpus != "auto"
         gpu_for = ["" if hide else None] * count  # type: ignore[list-item]
     threads = max(1, cores // count) if count > 1 else None
-    return [Slot(index, gpu_for[index], threads) for index in range(count)]
+    return [Slot(index, gpu_for[index], threads, share if gpu_for[index] else None) for index in range(count)]

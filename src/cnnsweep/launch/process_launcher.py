@@ -89,18 +89,21 @@ class SlotPool:
 
     def _record(self, sweep_dir: Path, job: TrialJob, job_dir: Path, slot: Slot, started: float,
                 result: JobOutcome, worker: Worker) -> None:
-        """One line per finished job: which slot, GPU, threads and worker process it had, when, and where its
-        seconds went (the run record's `timings`: data, set-up, build, each epoch's phases, test, save)."""
+        """One line per finished job: which slot, GPU, threads and worker process it had, when, how it ended
+        (its run record's status: completed, pruned, failed, interrupted), and where its seconds went (the run record's `timings`: data, set-up, build, each epoch's phases, test, save)."""
+        record = RunRecord.read(job_dir)
         line = {"job": job.number, "run_dir": str(job_dir), "slot": slot.index, "gpu": slot.gpu,
-                "threads": slot.threads, "start": started, "end": time.time(),
-                "status": "failed" if result.error else "completed", "worker_pid": worker.last_pid,
-                "worker_job": worker.jobs_run, "timings": RunRecord.read(job_dir).fields.get("timings")}
+                "gpu_share": slot.gpu_share, "threads": slot.threads, "start": started, "end": time.time(),
+                "status": "failed" if result.error else record.status, "worker_pid": worker.last_pid,
+                "worker_job": worker.jobs_run, "timings": record.fields.get("timings")}
         with self._schedule_lock, open(sweep_dir / SCHEDULE_FILE, "a") as schedule:
             schedule.write(json.dumps(line) + "\n")
 
 
 def describe(slot: Slot) -> str:
     gpu = {None: "", "": "no GPU"}.get(slot.gpu, f"GPU {slot.gpu}")
+    if slot.gpu_share is not None:
+        gpu += f" ({slot.gpu_share:.2g} of its memory)"
     threads = f"{slot.threads} thread{'s' if slot.threads != 1 else ''}" if slot.threads else ""
     return ", ".join(part for part in (gpu, threads) if part) or "all devices"
 

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cnnsweep.errors import ConfigError, first_line
+from cnnsweep.run.backends import BACKENDS
 
 # The override that continues a run in its own folder after its last checkpointed epoch: added by
 # `cnnsweep rerun --resume`, by a continued sweep to its interrupted jobs, and to requeued Slurm jobs.
@@ -172,11 +173,12 @@ class OptimizerConfig:
 
 @dataclass
 class HardwareConfig:
+    backend: str  # Keras' backend: tensorflow | jax | torch (cnnsweep.run.backends)
     device: Device
     intra_op_threads: Optional[int]
     inter_op_threads: Optional[int]
     precision: Precision
-    jit_compile: bool
+    jit_compile: Any  # true | false | auto, as Keras' compile() takes it
     deterministic: bool
     memory_growth: bool
     distribution: Distribution
@@ -193,6 +195,7 @@ class TrainingConfig:
     warmup_epochs: float
     resume: bool  # continue from the run folder's checkpoint.keras (`cnnsweep rerun RUN_DIR --resume`)
     checkpoints: CheckpointPolicy
+    steps_per_execution: int
 
 
 @dataclass
@@ -370,6 +373,26 @@ def _positive(value: Optional[int], key: str, hint: str, optional: bool = False)
     _require(value is not None and value >= 1, f"{key}={value}: must be {allowed} ({hint})")
 
 
+def _check_hardware(hardware: HardwareConfig, training: TrainingConfig) -> None:
+    _require(hardware.backend in tuple(BACKENDS),
+             f"hardware.backend={hardware.backend}: choose {' | '.join(tuple(BACKENDS))} (its default is KERAS_BACKEND "
+             "from the environment, else tensorflow)")
+    _require(hardware.jit_compile in (True, False, "auto"),
+             f"hardware.jit_compile={hardware.jit_compile}: must be true, false or auto (Keras' choice per backend)")
+    _positive(hardware.intra_op_threads, "hardware.intra_op_threads", "null: the backend's choice", True)
+    _positive(hardware.inter_op_threads, "hardware.inter_op_threads", "null: the backend's choice", True)
+    _positive(training.steps_per_execution, "training.steps_per_execution", "batches per call into the backend; 1 "
+              "reports every batch")
+    if hardware.backend == "torch":
+        _require(hardware.distribution is not Distribution.mirrored,
+                 "hardware=multi_gpu (hardware.distribution=mirrored) is not available on hardware.backend=torch: "
+                 "Keras has no data-parallel training on PyTorch; use hardware.backend=jax or tensorflow, or "
+                 "hardware=gpu with launcher=parallel for one job per GPU")
+        _require(training.steps_per_execution == 1,
+                 f"training.steps_per_execution={training.steps_per_execution}: must be 1 on hardware.backend=torch "
+                 "(Keras runs PyTorch one batch per call); use hardware.backend=jax or tensorflow")
+
+
 def _check_ranges(run: RunConfig) -> None:
     model, data, training, hardware = run.model, run.dataset, run.training, run.hardware
     if isinstance(model, CnnConfig):
@@ -415,8 +438,7 @@ def _check_ranges(run: RunConfig) -> None:
     for key in ("rotation", "translation", "zoom", "contrast"):
         value = getattr(run.augment, key)
         _require(0 <= value < 1, f"augment.{key}={value}: must be at least 0 (off) and below 1")
-    _positive(hardware.intra_op_threads, "hardware.intra_op_threads", "null: TensorFlow's choice", True)
-    _positive(hardware.inter_op_threads, "hardware.inter_op_threads", "null: TensorFlow's choice", True)
+    _check_hardware(hardware, training)
     _require(run.seed >= 0, f"seed={run.seed}: must be a non-negative integer")
     check_metric(run.objective_metric, data.holds_out, "objective.metric")
     _require(

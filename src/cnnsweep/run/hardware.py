@@ -1,129 +1,116 @@
-"""TensorFlow process setup: devices, threads, precision, seeding and determinism.
+"""Process setup for training on Keras' backend of choice: backend, devices, threads, precision, seeding,
+determinism.
 
-Everything here must happen before TensorFlow runs its first op, so `configure` is the first place
-TensorFlow is imported on the training path.
+`select_backend` runs before anything imports Keras (Keras reads its backend once, at import); it sets
+the environment the backend reads when it starts. `configure` then starts the backend and applies the
+rest. The backend-specific parts live in cnnsweep.run.backends.<name>, imported only when chosen, so a
+machine without TensorFlow runs JAX or PyTorch jobs.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
-from typing import Any, Callable, Optional
+import sys
+from types import ModuleType
+from typing import Any, Optional
 
-from cnnsweep.errors import ConfigError
-from cnnsweep.run.config import Device, Distribution, HardwareConfig
+from cnnsweep.errors import ConfigError, OutOfMemory, first_line
+from cnnsweep.run.backends import BACKENDS, Placement
+from cnnsweep.run.config import HardwareConfig, RunConfig
+from cnnsweep.run.slot import gpu_share, launcher_assignment, thread_counts
 
-# Set by the process launcher (cnnsweep.launch.devices) for each job's process: its slot, and its share
-# of the cores, used when hardware.*_threads are null.
-SLOT_ENV = "CNNSWEEP_SLOT"
-THREADS_ENV = "CNNSWEEP_CPU_THREADS"
+# The hardware settings a backend fixes once per process (the backend itself, visible devices, memory
+# growth, thread pools, the strategy's devices, XLA's determinism flags): a warm worker runs a job only
+# when they equal its previous job's. The others (precision, jit_compile) are set again for every job.
+PROCESS_WIDE = ("backend", "device", "intra_op_threads", "inter_op_threads", "memory_growth", "distribution",
+                "deterministic")
 
 
-# The hardware settings TensorFlow fixes once per process (visible devices, memory growth, thread pools,
-# the strategy's devices): a warm worker runs a job only when they equal its previous job's. The others
-# (precision, jit_compile, deterministic) are set again by `configure` for every job.
-PROCESS_WIDE = ("device", "intra_op_threads", "inter_op_threads", "memory_growth", "distribution")
+def select_backend(run: RunConfig) -> None:
+    """Make hardware.backend the backend Keras starts with in this process, or say in one line why not."""
+    config = run.hardware
+    backend = BACKENDS[config.backend]
+    if importlib.util.find_spec(backend.module) is None:
+        raise ConfigError(f"hardware.backend={config.backend}: {backend.module} is not installed; "
+                          f"{backend.install}, or choose another hardware.backend")
+    if run.tensorboard and importlib.util.find_spec("tensorflow") is None:
+        raise ConfigError("training.tensorboard=true (or logger=tensorboard) needs TensorFlow, on any "
+                          "hardware.backend, and it is not installed; install it or set training.tensorboard=false")
+    keras = sys.modules.get("keras")
+    if keras is not None:
+        running = keras.config.backend()
+        if running != config.backend:
+            raise ConfigError(
+                f"hardware.backend={config.backend}: Keras already runs on {running} in this process and cannot "
+                "switch; run each backend in a process of its own (launcher=local and launcher=parallel start one "
+                "per backend)")
+        return
+    os.environ["KERAS_BACKEND"] = config.backend
+    intra_op, inter_op = thread_counts(config)
+    for name, value in _backend_module(config.backend).environment(config, intra_op, inter_op).items():
+        os.environ[name] = value
 
 
 def configure(config: HardwareConfig, seed: int) -> dict[str, Any]:
-    """Apply the hardware settings and seed; return a description of the devices in use."""
+    """Start the backend with the hardware settings and seed; return a description of the devices in use."""
     import keras
-    import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    if config.device is Device.cpu and gpus:
-        _set_once(tf.config.get_visible_devices("GPU"), [], lambda _: tf.config.set_visible_devices([], "GPU"))
-        gpus = []
-    if config.device is Device.gpu and not gpus:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        raise ConfigError(
-            "hardware=gpu but TensorFlow sees no GPU"
-            + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
-            + "; use hardware=cpu or hardware=auto, or install a CUDA build of TensorFlow"
-        )
-    if config.memory_growth:
-        for gpu in gpus:
-            _set_once(
-                tf.config.experimental.get_memory_growth(gpu),
-                True,
-                lambda value, gpu=gpu: tf.config.experimental.set_memory_growth(gpu, value),
-            )
-    threading = tf.config.threading
-    intra_op, inter_op = thread_counts(config)
-    if intra_op is not None:
-        _set_once(
-            threading.get_intra_op_parallelism_threads(),
-            intra_op,
-            threading.set_intra_op_parallelism_threads,
-            "hardware.intra_op_threads",
-        )
-    if inter_op is not None:
-        _set_once(
-            threading.get_inter_op_parallelism_threads(),
-            inter_op,
-            threading.set_inter_op_parallelism_threads,
-            "hardware.inter_op_threads",
-        )
+    module = _backend_module(config.backend)
+    devices = module.configure(config, *thread_counts(config))
     keras.backend.clear_session()  # a warm worker's previous job leaves no model, graph or layer names
     keras.mixed_precision.set_global_policy(config.precision.value)
     keras.utils.set_random_seed(seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    else:
-        tf.config.experimental.disable_op_determinism()
     return {
-        "device": "gpu" if gpus else "cpu",
-        "gpus": [gpu.name for gpu in gpus],
-        "logical_devices": [device.name for device in tf.config.list_logical_devices()],
+        "backend": config.backend,
+        **devices,
         **launcher_assignment(),
-        "intra_op_threads": threading.get_intra_op_parallelism_threads(),  # 0: TensorFlow's default
-        "inter_op_threads": threading.get_inter_op_parallelism_threads(),
         "precision": config.precision.value,
         "jit_compile": config.jit_compile,
         "deterministic": config.deterministic,
     }
 
 
-def make_strategy(config: HardwareConfig) -> Any:
-    """MirroredStrategy over every GPU this process sees for hardware=multi_gpu, else TensorFlow's
-    default (one device). Its replica count scales the batch: training.batch_size is per replica."""
-    import tensorflow as tf
-
-    if config.distribution is Distribution.mirrored:
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+def placement(config: HardwareConfig) -> Placement:
+    """The devices a model trains on (hardware.distribution) and the scope to build it in."""
+    return _backend_module(config.backend).placement(config)
 
 
-def launcher_assignment() -> dict[str, Any]:
-    """What the process launcher gave this job (cnnsweep.launch.devices): its GPU, slot and share of the cores."""
-    return {
-        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        "launcher_slot": os.environ.get(SLOT_ENV),
-        "launcher_cpu_threads": os.environ.get(THREADS_ENV),
-        "cpu_count": os.cpu_count(),
-    }
+def global_random_state() -> dict[str, Any]:
+    """The running backend's own global generators, for a checkpoint: PyTorch's (Keras' Dropout without a
+    seed draws from it there); {} on TensorFlow and JAX, whose generators are all model variables."""
+    import keras
+
+    return _backend_module(keras.config.backend()).global_random_state()
 
 
-def thread_counts(config: HardwareConfig) -> tuple[Optional[int], Optional[int]]:
-    """Explicit hardware.*_threads win; else a parallel launcher's share of the cores for this job
-    (intra-op gets the share; two inter-op threads, since one can deadlock ops that wait on others)."""
-    share = os.environ.get(THREADS_ENV)
-    if not share:
-        return config.intra_op_threads, config.inter_op_threads
-    if not share.isdigit() or int(share) < 1:
-        raise ConfigError(f"{THREADS_ENV}={share!r}: must be a positive number of threads; unset it")
-    intra_op = config.intra_op_threads if config.intra_op_threads is not None else int(share)
-    inter_op = config.inter_op_threads if config.inter_op_threads is not None else 2
-    return intra_op, inter_op
+def restore_global_random_state(state: dict[str, Any]) -> None:
+    import keras
+
+    _backend_module(keras.config.backend()).restore_global_random_state(state)
 
 
-def _set_once(current: Any, wanted: Any, setter: Callable[[Any], None], key: str = "hardware") -> None:
-    """TensorFlow refuses device and thread changes once it has started; only a real change is an error."""
-    if current == wanted:
-        return
-    try:
-        setter(wanted)
-    except RuntimeError as error:
-        raise ConfigError(
-            f"{key}: cannot change to {wanted!r} after TensorFlow started in this process ({error}); "
-            "start a fresh process"
-        ) from error
+def _backend_module(name: str) -> ModuleType:
+    return importlib.import_module(f"cnnsweep.run.backends.{name}")
+
+
+# How each backend says it could not allocate: torch.OutOfMemoryError and "can't allocate memory" (its CPU
+# allocator), XLA's RESOURCE_EXHAUSTED (JAX), TensorFlow's ResourceExhaustedError ("OOM when allocating").
+OUT_OF_MEMORY_TYPES = ("OutOfMemoryError", "ResourceExhaustedError", "MemoryError")
+OUT_OF_MEMORY_WORDS = ("out of memory", "resource_exhausted", "can't allocate memory", "oom when allocating")
+
+
+def out_of_memory(error: BaseException) -> Optional[OutOfMemory]:
+    """A backend's allocation failure as one line naming the fix (with launcher.jobs_per_gpu, the job's
+    share of its GPU); None for any other error."""
+    text = str(error).lower()
+    if type(error).__name__ not in OUT_OF_MEMORY_TYPES and not any(word in text for word in OUT_OF_MEMORY_WORDS):
+        return None
+    share = gpu_share()
+    if share is not None:
+        gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "?")
+        return OutOfMemory(f"out of memory on GPU {gpu}, where this job may use {share:.2g} of the memory "
+                           f"(launcher.jobs_per_gpu={round(1 / share)}); lower launcher.jobs_per_gpu or "
+                           "training.batch_size")
+    return OutOfMemory(f"out of memory ({first_line(error)[:160]}); lower training.batch_size or the model's size")

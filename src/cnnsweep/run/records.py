@@ -42,7 +42,8 @@ RUNNING, COMPLETED, PRUNED, INTERRUPTED, FAILED = "running", "completed", "prune
 UNREADABLE = "unreadable"  # no metrics.json, or not JSON: never written by a run, only reported by readers
 
 # Versions worth a top-level field; every installed distribution is listed under "packages" too.
-KEY_PACKAGES = ("tensorflow", "keras", "hydra-core", "omegaconf", "optuna", "hydra-optuna-sweeper", "numpy", "pandas")
+KEY_PACKAGES = ("keras", "tensorflow", "jax", "jaxlib", "torch", "hydra-core", "omegaconf", "optuna",
+                "hydra-optuna-sweeper", "numpy", "pandas")
 
 
 def utc_now() -> str:

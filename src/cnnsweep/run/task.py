@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 
 class KerasTrainer:
-    """TensorFlow set up by cnnsweep.run.hardware, the model trained by cnnsweep.run.training."""
+    """The backend set up by cnnsweep.run.hardware, the model trained by cnnsweep.run.training."""
 
     def prepare(self, config: RunConfig) -> dict[str, Any]:
         return hardware.configure(config.hardware, config.seed)
@@ -91,12 +91,13 @@ def run_task(cfg: DictConfig, trainer: Trainer, reporter: ReporterFactory = no_r
             raise
         log.warning("%sinterrupted after epoch %s", prefix, record.metrics.get("epochs_completed", 0))
         return math.nan
-    except Exception as error:
+    except Exception as raised:
+        error = hardware.out_of_memory(raised) or raised
         expected = isinstance(error, CnnsweepError)
         message = str(error) if expected else f"{type(error).__name__}: {error}"
         record.fail(message, **(error.measured if isinstance(error, DiskFull) else {}))
         if not in_multirun:
-            raise RunFailed(error) from error
+            raise RunFailed(error) from raised
         log.error("%srun failed: %s", prefix, message, exc_info=not expected)
         return math.nan
 
@@ -105,6 +106,7 @@ def _run(cfg: DictConfig, trainer: Trainer, reporter: ReporterFactory, run_dir: 
          prefix: str) -> float:
     config = load_run_config(cfg)
     check_logger(config.logger)
+    hardware.select_backend(config)  # before anything imports Keras (the data's download does)
     stopwatch = Stopwatch()
     with stopwatch.measure("data"):
         data = load_dataset(config.dataset, config.seed)

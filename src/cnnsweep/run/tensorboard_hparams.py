@@ -13,8 +13,6 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import tensorflow as tf
-
 from cnnsweep.run.config import RunConfig
 
 TENSORBOARD_DIR = "tensorboard"
@@ -40,6 +38,7 @@ def flat_hparams(config: RunConfig) -> dict[str, Any]:
 
 def write_hparams(run_dir: Path, config: RunConfig, metrics: dict[str, Any]) -> None:
     """One HParams session per run (named by its folder), with its final metrics as scalars."""
+    import tensorflow as tf  # its summary writer, on any Keras backend (hardware.select_backend checks it is here)
     from tensorboard.plugins.hparams import api as hparams_api  # only for runs that asked for TensorBoard
 
     writer = tf.summary.create_file_writer(str(run_dir / TENSORBOARD_DIR))

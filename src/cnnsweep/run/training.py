@@ -1,6 +1,6 @@
-"""Compile, fit and evaluate a model, keeping history.csv current after every epoch.
+"""Compile, fit and evaluate a model on any Keras backend, keeping history.csv current after every epoch.
 
-Imported only after `hardware.configure`, because importing Keras starts TensorFlow.
+Imported only after `hardware.select_backend`, because Keras fixes its backend when first imported.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ from typing import Any, Callable, Optional
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from cnnsweep.errors import ConfigError, DiskFull, TrainingError, first_line
+from cnnsweep.run import hardware
+from cnnsweep.run.backends import Placement
+from cnnsweep.run.batches import InOrderBatches, training_batches
 from cnnsweep.run.checkpoints import Checkpoint, Checkpoints, ResumePoint
 from cnnsweep.run.config import LrSchedule, OptimizerConfig, RunConfig, TrainingConfig
 from cnnsweep.run.data import Dataset
-from cnnsweep.run.hardware import make_strategy
 from cnnsweep.run.model import build_model
 from cnnsweep.run.records import HISTORY_FILE, MODEL_FILE, disk_full_errno, save_model, write_history
 from cnnsweep.run.streaming import StreamedImages
@@ -96,8 +97,8 @@ class EpochRecorder(keras.callbacks.Callback):
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """After every epoch (once history.csv has it): the model with its optimizer state and its random
-    generators' state, as the run's newest checkpoint (cnnsweep.run.checkpoints), so a killed run can
+    """After every epoch (once history.csv has it): the model with its optimizer state and the state of its
+    random generators and the backend's, as the run's newest checkpoint (cnnsweep.run.checkpoints), so a killed run can
     continue from there (training.resume)."""
 
     def __init__(self, checkpoints: Checkpoints, saving: bool = True) -> None:
@@ -111,7 +112,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
             return
         started = time.perf_counter()
         try:
-            self.checkpoints.save(epoch + 1, {"random_state": random_state(self.model)},
+            self.checkpoints.save(epoch + 1, {"random_state": random_state(self.model),
+                                              "backend_random_state": hardware.global_random_state()},
                                   lambda path: save_model(self.model, path))
             self.seconds[epoch + 1] = time.perf_counter() - started
         except (DiskFull, OSError) as error:  # a checkpoint is a convenience: on a full disk, training goes on
@@ -123,8 +125,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
                         epoch + 1, error)
 
 
-def checkpoint_loader(model: keras.Model) -> Callable[[Checkpoint], None]:
-    """Loads a checkpoint into `model`: weights, optimizer state, random-generator state."""
+def checkpoint_loader(model: keras.Model, backend_state: dict[str, Any]) -> Callable[[Checkpoint], None]:
+    """Loads a checkpoint into `model`: weights, optimizer state, the model's random-generator state; the
+    backend's own generators' state goes to `backend_state`, for BackendGeneratorsRestore."""
 
     def load(checkpoint: Checkpoint) -> None:
         model.optimizer.build(model.trainable_variables)  # else Keras skips the saved optimizer state
@@ -133,6 +136,8 @@ def checkpoint_loader(model: keras.Model) -> Callable[[Checkpoint], None]:
         for variable in model.variables:  # load_weights leaves the dropout generators' counters at 0
             if variable.path in saved:
                 variable.assign(np.array(saved[variable.path], dtype=variable.dtype))
+        backend_state.clear()
+        backend_state.update(checkpoint.state.get("backend_random_state") or {})
 
     return load
 
@@ -141,6 +146,20 @@ def random_state(model: keras.Model) -> dict[str, list[int]]:
     """The state of each random generator of the model (Dropout's), which .keras files do not keep."""
     return {variable.path: np.asarray(variable.numpy()).tolist() for variable in model.variables
             if "seed_generator_state" in variable.path}
+
+
+class BackendGeneratorsRestore(keras.callbacks.Callback):
+    """A resumed run's backend generators (PyTorch's), set just before its first batch: fit's data loader
+    draws from them as it starts, which the uninterrupted run did once, before epoch 1, not at this epoch."""
+
+    def __init__(self, state: dict[str, Any]) -> None:
+        super().__init__()
+        self.state: Optional[dict[str, Any]] = state
+
+    def on_train_batch_begin(self, batch: int, logs: Optional[dict[str, Any]] = None) -> None:
+        if self.state is not None:
+            hardware.restore_global_random_state(self.state)
+            self.state = None
 
 
 class NanLossGuard(keras.callbacks.Callback):
@@ -161,64 +180,6 @@ class NanLossGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def training_batches(
-    x: np.ndarray, y: np.ndarray, batch_size: int, epochs: int, seed: int, shuffle: bool, first_epoch: int = 0
-) -> tf.data.Dataset:
-    """Batches for every epoch in one dataset, reshuffled each epoch by a stateless (seed, epoch) shuffle.
-
-    Keras' own `shuffle=True` draws its permutation from a seeded op that restarts with every epoch's
-    iterator, so under a fixed seed every epoch sees the same order (and accuracy suffers). Here each
-    epoch's order depends on (seed, epoch) only: different every epoch, identical across reruns.
-    Batches are gathered from one in-memory copy, as Keras' array adapter does. A resumed run starts
-    at `first_epoch` (0-based) with exactly the batches an uninterrupted run had there.
-    """
-    count = len(x)
-    full = count // batch_size * batch_size
-
-    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
-        order = tf.range(count, dtype=tf.int64)
-        if shuffle:
-            order = tf.random.experimental.stateless_shuffle(
-                order, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
-            )
-        batches = tf.data.Dataset.from_tensor_slices(tf.reshape(order[:full], [-1, batch_size]))
-        if full < count:
-            batches = batches.concatenate(tf.data.Dataset.from_tensors(order[full:]))
-        return batches
-
-    indices = tf.data.Dataset.range(first_epoch, epochs).flat_map(epoch_batches)
-    if isinstance(x, StreamedImages):
-        return streamed_batches(indices, x, y)
-    arrays = tf.data.Dataset.from_tensors((x, y)).repeat()
-    return (
-        tf.data.Dataset.zip(indices, arrays)
-        .map(lambda indices, data: (tf.gather(data[0], indices), tf.gather(data[1], indices)),
-             num_parallel_calls=tf.data.AUTOTUNE)
-        .prefetch(tf.data.AUTOTUNE)
-    )
-
-
-def streamed_batches(indices: tf.data.Dataset, x: StreamedImages, y: np.ndarray) -> tf.data.Dataset:
-    """Batches of `indices` read from disk (a folder larger than memory): each batch gathered from the
-    memory-mapped cache and scaled, a few batches ahead of training."""
-
-    def read(positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return x.read(positions), y[positions]
-
-    def gather(positions: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        images, labels = tf.numpy_function(read, [positions], (tf.float32, tf.int64), stateful=False)
-        return tf.ensure_shape(images, (None, *x.shape[1:])), tf.ensure_shape(labels, (None,))
-
-    return indices.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
-
-
-def in_order(x: StreamedImages, y: np.ndarray, batch_size: int) -> tf.data.Dataset:
-    """A streamed folder's split read in order, a batch at a time: what validation and the test evaluate."""
-    count = len(x)
-    starts = tf.data.Dataset.range(0, count, batch_size)
-    return streamed_batches(starts.map(lambda start: tf.range(start, tf.minimum(start + batch_size, count))), x, y)
-
-
 def train(
     config: RunConfig,
     data: Dataset,
@@ -227,7 +188,7 @@ def train(
     on_epoch: Callable[[dict[str, Any]], bool],
     restart_if_unresumable: bool = False,
     skip_test: TestDecision = always_test,
-    strategy: Optional[tf.distribute.Strategy] = None,
+    placement: Optional[Placement] = None,
     write_checkpoints: bool = True,
 ) -> TrainingResult:
     """Compile (or resume), fit and finish; raise TrainingError (after history.csv is written) if the loss
@@ -235,30 +196,32 @@ def train(
 
     `on_epoch` gets each epoch's history row and returns True to stop training there. With
     training.resume, a run without a usable checkpoint refuses, or with `restart_if_unresumable` (a sweep's
-    job) starts again from epoch 1 (cnnsweep.run.checkpoints). The model is built in `strategy`'s scope
+    job) starts again from epoch 1 (cnnsweep.run.checkpoints). The model is built in `placement`'s scope
     (default: from hardware.distribution), one batch per replica per step.
     """
-    strategy = strategy or make_strategy(config.hardware)
-    batch_size = config.training.batch_size * strategy.num_replicas_in_sync
+    placement = placement or hardware.placement(config.hardware)
+    batch_size = config.training.batch_size * placement.replicas
     checkpoints = Checkpoints(run_dir)
     stopwatch = Stopwatch()
     with stopwatch.measure("build"):
-        model = compiled_model(config, data, strategy, batch_size)
-        point = ResumePoint(0, [])
+        model = compiled_model(config, data, placement, batch_size)
+        point, backend_state = ResumePoint(0, []), {}
         if config.training.resume:
-            point = resume_point(model, checkpoints, strategy, restart_if_unresumable)
+            point = resume_point(model, checkpoints, placement, restart_if_unresumable, backend_state)
         if point.restarted is not None:  # a failed load may have left part of a damaged checkpoint in the model
             keras.utils.set_random_seed(config.seed)
-            model = compiled_model(config, data, strategy, batch_size)
+            model = compiled_model(config, data, placement, batch_size)
     recorder = EpochRecorder(run_dir / HISTORY_FILE, on_epoch, point.rows)
     checkpointer = EpochCheckpoint(checkpoints, saving=write_checkpoints)
-    train_seconds = fit(model, config, data, run_dir, batch_size, point.epoch, [recorder, checkpointer],
-                        show_progress_bar)
+    callbacks: list[keras.callbacks.Callback] = [recorder, checkpointer]
+    if backend_state and point.restarted is None:
+        callbacks.append(BackendGeneratorsRestore(backend_state))
+    train_seconds = fit(model, config, data, run_dir, batch_size, point.epoch, callbacks, show_progress_bar)
     for epoch, training_seconds, validation_seconds in recorder.phases:
         stopwatch.epoch(epoch, train=training_seconds, validate=validation_seconds,
                         checkpoint=checkpointer.seconds.get(epoch, 0.0))
     metrics = {**measured(model, recorder.rows, train_seconds),
-               "replicas": strategy.num_replicas_in_sync, "global_batch_size": batch_size,
+               "replicas": placement.replicas, "global_batch_size": batch_size,
                "resumed_after_epoch": point.epoch or None,
                **({"restarted": point.restarted} if point.restarted else {})}
     skipped = skip_test(metrics, recorder.stopped_early)
@@ -274,10 +237,10 @@ def train(
     return TrainingResult(metrics=metrics, stopped_early=recorder.stopped_early)
 
 
-def compiled_model(config: RunConfig, data: Dataset, strategy: tf.distribute.Strategy, batch_size: int) -> keras.Model:
-    """The configured model, compiled in the strategy's scope with its optimizer and learning-rate schedule."""
+def compiled_model(config: RunConfig, data: Dataset, placement: Placement, batch_size: int) -> keras.Model:
+    """The configured model, compiled in the placement's scope with its optimizer and learning-rate schedule."""
     steps_per_epoch = math.ceil(len(data.x_train) / batch_size)
-    with strategy.scope():
+    with placement.scope():
         model = build_model(config.model, data.input_shape, data.num_classes, config.augment)
         model.compile(
             optimizer=build_optimizer(config.optimizer,
@@ -285,15 +248,17 @@ def compiled_model(config: RunConfig, data: Dataset, strategy: tf.distribute.Str
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
             jit_compile=config.hardware.jit_compile,
+            steps_per_execution=config.training.steps_per_execution,
         )
     return model
 
 
-def resume_point(model: keras.Model, checkpoints: Checkpoints, strategy: tf.distribute.Strategy,
-                 restart: bool) -> ResumePoint:
-    """training.resume: the newest usable checkpoint loaded into `model`; the epochs it holds and their rows."""
-    with strategy.scope():
-        point = checkpoints.resume_point(checkpoint_loader(model), restart)
+def resume_point(model: keras.Model, checkpoints: Checkpoints, placement: Placement, restart: bool,
+                 backend_state: dict[str, Any]) -> ResumePoint:
+    """training.resume: the newest usable checkpoint loaded into `model` (the backend's generators' state
+    into `backend_state`); the epochs it holds and their rows."""
+    with placement.scope():
+        point = checkpoints.resume_point(checkpoint_loader(model, backend_state), restart)
     if point.epoch:
         log.info("resuming after epoch %d from %s", point.epoch, checkpoints.model_path(point.epoch))
     return point
@@ -336,7 +301,7 @@ def validation_data(data: Dataset, batch_size: int) -> Any:
     if data.x_val is None or data.y_val is None:
         return None
     if isinstance(data.x_val, StreamedImages):
-        return in_order(data.x_val, data.y_val, batch_size)
+        return InOrderBatches(data.x_val, data.y_val, batch_size)
     return data.x_val, data.y_val
 
 
@@ -359,7 +324,7 @@ def evaluate_test(model: keras.Model, data: Dataset, batch_size: int) -> dict[st
     """The test set's accuracy and loss, and the seconds they took."""
     started = time.perf_counter()
     if isinstance(data.x_test, StreamedImages):
-        test = model.evaluate(in_order(data.x_test, data.y_test, batch_size), verbose=0, return_dict=True)
+        test = model.evaluate(InOrderBatches(data.x_test, data.y_test, batch_size), verbose=0, return_dict=True)
     else:
         test = model.evaluate(data.x_test, data.y_test, batch_size=batch_size, verbose=0, return_dict=True)
     return {"test_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),

@@ -30,7 +30,7 @@ class ProcessLauncher(Launcher):
         plain = {key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
                  for key, value in settings.items()}
         conf = ProcessLauncherConf(**plain)  # the defaults of settings not given
-        self.pool = SlotPool(plan_slots(conf.jobs, conf.gpus),
+        self.pool = SlotPool(plan_slots(conf.jobs, conf.gpus, jobs_per_gpu=conf.jobs_per_gpu),
                              worker_limits(conf.jobs_per_worker, conf.job_timeout_min, conf.worker_max_memory_gb))
 
     @property

@@ -1,0 +1,112 @@
+"""TensorFlow: devices, memory growth or a slot's memory cap (a logical device with a memory limit) and
+thread pools through tf.config (fixed once TensorFlow has run an op), op determinism, MirroredStrategy
+for hardware=multi_gpu."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Any, Callable, Optional
+
+from cnnsweep.errors import ConfigError
+from cnnsweep.run.backends import Placement
+from cnnsweep.run.config import Device, Distribution, HardwareConfig
+from cnnsweep.run.slot import gpu_share
+
+
+def environment(config: HardwareConfig, intra_op: Optional[int], inter_op: Optional[int]) -> dict[str, str]:
+    return {}  # TensorFlow takes every setting through tf.config, after import (configure)
+
+
+def configure(config: HardwareConfig, intra_op: Optional[int], inter_op: Optional[int]) -> dict[str, Any]:
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if config.device is Device.cpu and gpus:
+        _set_once(tf.config.get_visible_devices("GPU"), [], lambda _: tf.config.set_visible_devices([], "GPU"))
+        gpus = []
+    if config.device is Device.gpu and not gpus:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        raise ConfigError(
+            "hardware=gpu but TensorFlow sees no GPU"
+            + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
+            + "; use hardware=cpu or hardware=auto, or install a CUDA build of TensorFlow"
+        )
+    share = gpu_share()
+    if share is not None:  # a logical device per GPU, capped at the slot's share (memory growth then does not apply)
+        for gpu in gpus:
+            limit = tf.config.LogicalDeviceConfiguration(memory_limit=int(gpu_memory_mb() * share))
+            _set_once(tf.config.get_logical_device_configuration(gpu), [limit],
+                      lambda value, gpu=gpu: tf.config.set_logical_device_configuration(gpu, value))
+    elif config.memory_growth:
+        for gpu in gpus:
+            _set_once(
+                tf.config.experimental.get_memory_growth(gpu),
+                True,
+                lambda value, gpu=gpu: tf.config.experimental.set_memory_growth(gpu, value),
+            )
+    threading = tf.config.threading
+    if intra_op is not None:
+        _set_once(threading.get_intra_op_parallelism_threads(), intra_op,
+                  threading.set_intra_op_parallelism_threads, "hardware.intra_op_threads")
+    if inter_op is not None:
+        _set_once(threading.get_inter_op_parallelism_threads(), inter_op,
+                  threading.set_inter_op_parallelism_threads, "hardware.inter_op_threads")
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        tf.config.experimental.disable_op_determinism()
+    return {
+        "device": "gpu" if gpus else "cpu",
+        "gpus": [gpu.name for gpu in gpus],
+        "logical_devices": [device.name for device in tf.config.list_logical_devices()],
+        "intra_op_threads": threading.get_intra_op_parallelism_threads(),  # 0: TensorFlow's default
+        "inter_op_threads": threading.get_inter_op_parallelism_threads(),
+    }
+
+
+def gpu_memory_mb() -> int:
+    """The memory of the one GPU this job sees (its slot's), from nvidia-smi: TensorFlow takes the cap in MB."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
+    command = ["nvidia-smi", f"--id={visible}", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
+    try:
+        return int(subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout.split()[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as error:
+        raise ConfigError(f"launcher.jobs_per_gpu: cannot read GPU {visible}'s memory with nvidia-smi ({error}); "
+                          "fix the NVIDIA driver or set launcher.jobs_per_gpu=1") from error
+
+
+def global_random_state() -> dict[str, Any]:
+    return {}  # every generator Keras uses here is a model variable, saved with the model
+
+
+def restore_global_random_state(state: dict[str, Any]) -> None:
+    pass
+
+
+def placement(config: HardwareConfig) -> Placement:
+    """MirroredStrategy over every GPU this process sees for hardware=multi_gpu, else TensorFlow's default
+    strategy (one device)."""
+    import tensorflow as tf
+
+    if config.distribution is Distribution.mirrored:
+        return strategy_placement(tf.distribute.MirroredStrategy())
+    return strategy_placement(tf.distribute.get_strategy())
+
+
+def strategy_placement(strategy: Any) -> Placement:
+    """A tf.distribute.Strategy as a Placement: its replicas and its scope."""
+    return Placement(strategy.num_replicas_in_sync, strategy.scope)
+
+
+def _set_once(current: Any, wanted: Any, setter: Callable[[Any], None], key: str = "hardware") -> None:
+    """TensorFlow refuses device and thread changes once it has started; only a real change is an error."""
+    if current == wanted:
+        return
+    try:
+        setter(wanted)
+    except RuntimeError as error:
+        raise ConfigError(
+            f"{key}: cannot change to {wanted!r} after TensorFlow started in this process ({error}); "
+            "start a fresh process"
+        ) from error

@@ -1,0 +1,77 @@
+"""Batches for Keras' fit and evaluate on any backend, gathered with NumPy (no tf.data).
+
+Keras' own `shuffle=True` draws its permutation from a seeded op that restarts with every epoch's
+iterator, so under a fixed seed every epoch sees the same order (and accuracy suffers). Here each
+epoch's order depends on (seed, epoch) only: different every epoch, identical across reruns and
+backends, so a resumed run continues with exactly the batches an uninterrupted run had there.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Iterator, Union
+
+import keras
+import numpy as np
+
+from cnnsweep.run.streaming import StreamedImages
+
+Images = Union[np.ndarray, StreamedImages]
+Batch = tuple[np.ndarray, np.ndarray]
+# Batches read from disk ahead of training, so reading overlaps the training step.
+STREAM_READ_AHEAD = 4
+STREAM_READERS = 2
+
+
+def epoch_order(count: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
+    """The positions of epoch `epoch` (0-based), in the order training sees them."""
+    if not shuffle:
+        return np.arange(count)
+    return np.random.default_rng([seed, epoch]).permutation(count)
+
+
+def epoch_positions(count: int, batch_size: int, seed: int, epoch: int, shuffle: bool) -> list[np.ndarray]:
+    """One epoch's batches as positions: full batches, then the remainder."""
+    order = epoch_order(count, seed, epoch, shuffle)
+    return [order[start:start + batch_size] for start in range(0, count, batch_size)]
+
+
+def training_batches(x: Images, y: np.ndarray, batch_size: int, epochs: int, seed: int, shuffle: bool,
+                     first_epoch: int = 0) -> Iterator[Batch]:
+    """Every epoch's batches from `first_epoch` (0-based) on, in one iterator: fit reads it with
+    steps_per_epoch, so Keras does not restart it at each epoch (which would repeat an order)."""
+    positions = (batch for epoch in range(first_epoch, epochs)
+                 for batch in epoch_positions(len(x), batch_size, seed, epoch, shuffle))
+    if isinstance(x, StreamedImages):
+        return read_ahead(positions, lambda batch: (x.read(batch), y[batch]))
+    return ((x[batch], y[batch]) for batch in positions)
+
+
+def read_ahead(positions: Iterator[np.ndarray], read: Callable[[np.ndarray], Batch]) -> Iterator[Batch]:
+    """`read` of each batch of positions, in order, a few batches ahead on reader threads (a folder
+    streamed from disk: reading and decoding overlap training on every backend)."""
+    with ThreadPoolExecutor(STREAM_READERS, thread_name_prefix="cnnsweep-read") as readers:
+        pending: deque[Future[Batch]] = deque()
+        for batch in positions:
+            pending.append(readers.submit(read, batch))
+            if len(pending) > STREAM_READ_AHEAD:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+class InOrderBatches(keras.utils.PyDataset):
+    """A streamed folder's split read in order, a batch at a time: what validation and the test
+    evaluate. A PyDataset, so Keras reads it again every epoch, on reader threads."""
+
+    def __init__(self, x: StreamedImages, y: np.ndarray, batch_size: int) -> None:
+        super().__init__(workers=STREAM_READERS, use_multiprocessing=False, max_queue_size=STREAM_READ_AHEAD)
+        self.x, self.y, self.batch_size = x, y, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, index: int) -> Batch:
+        positions = np.arange(index * self.batch_size, min((index + 1) * self.batch_size, len(self.x)))
+        return self.x.read(positions), self.y[positions]

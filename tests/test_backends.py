@@ -1,0 +1,124 @@
+"""Every run feature on every Keras backend (hardware.backend: tensorflow, jax, torch), in real subprocess
+runs on a slice of the real MNIST: the run's records, the same history from the same config, a run killed
+with SIGKILL resumed to the history of an uninterrupted one, its model.keras loaded on another backend,
+and warm workers replaced when the next job's backend differs (a grid and a search)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from cnnsweep.run.checkpoints import Checkpoints
+from conftest import RERUN, RUN, TINY_RUN, command_env
+
+pytestmark = pytest.mark.tensorflow  # trains real models (on whichever backend)
+
+# The tutorial model itself (93,322 parameters), with dropout so its random state must resume too.
+SETTINGS = ["dataset.max_train=512", "dataset.max_test=256", "dataset.val_size=128", "training.epochs=3",
+            "training.batch_size=64", "model.dropout=0.3"]
+PACKAGE = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+ANOTHER = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}
+
+# compile=False: a model.keras trained on PyTorch names Keras' PyTorch optimizer class in its compile config,
+# which another backend cannot rebuild (README, Backends); the architecture and weights load anywhere.
+RELOAD = """
+import json, sys
+import keras, numpy as np
+model = keras.saving.load_model(sys.argv[1], compile=False)
+with np.load(sys.argv[2]) as data:
+    x, y = data["x_test"][:256].astype("float32")[..., None] / 255.0, data["y_test"][:256]
+accuracy = float(np.mean(np.argmax(model.predict(x, verbose=0), axis=1) == y))
+print(json.dumps({"backend": keras.config.backend(), "params": model.count_params(), "accuracy": accuracy}))
+"""
+
+
+def history(run_dir: Path) -> pd.DataFrame:
+    return pd.read_csv(run_dir / "history.csv").drop(columns="seconds")
+
+
+def kill_after_first_epoch(run_dir: Path, env: dict[str, str], cwd: Path) -> None:
+    """Start the run and SIGKILL it once its first epoch's checkpoint is written."""
+    checkpoints = Checkpoints(run_dir)
+    process = subprocess.Popen([*RUN, *SETTINGS, f"hydra.run.dir={run_dir}"], cwd=cwd, env=command_env(**env),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not checkpoints.epochs():
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it was killed"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_every_run_feature_on_the_backend(backend: str, run_cli, mnist_dir: Path, tmp_path: Path) -> None:
+    env = {"CNNSWEEP_DATA_DIR": str(mnist_dir)}
+    whole = run_cli(*SETTINGS, f"hardware.backend={backend}", f"hydra.run.dir={tmp_path / 'whole'}", env=env)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    record = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    environment = json.loads((tmp_path / "whole" / "environment.json").read_text())
+    assert record["status"] == "completed" and record["params"] == 93_322 and record["epochs_completed"] == 3
+    assert environment["devices"]["backend"] == backend and environment["versions"][PACKAGE[backend]]
+    assert record["test_accuracy"] > 0.5
+
+    again = run_cli(*SETTINGS, f"hardware.backend={backend}", f"hydra.run.dir={tmp_path / 'again'}", env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert history(tmp_path / "again").equals(history(tmp_path / "whole"))
+
+    # Chosen through KERAS_BACKEND; the resume (without it) runs on the backend the run recorded.
+    kill_after_first_epoch(tmp_path / "killed", {**env, "KERAS_BACKEND": backend}, tmp_path)
+    resumed = run_cli(str(tmp_path / "killed"), "--resume", command=RERUN, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming after epoch 1" in resumed.stdout + resumed.stderr
+    assert json.loads((tmp_path / "killed" / "environment.json").read_text())["devices"]["backend"] == backend
+    assert history(tmp_path / "killed").equals(history(tmp_path / "whole"))
+
+    other = ANOTHER[backend]
+    reload = subprocess.run([sys.executable, "-c", RELOAD, str(tmp_path / "whole" / "model.keras"),
+                             str(mnist_dir / "mnist.npz")], capture_output=True, text=True, timeout=300,
+                            env=command_env(KERAS_BACKEND=other))
+    assert reload.returncode == 0, reload.stderr[-3000:]
+    loaded = json.loads(reload.stdout.strip().splitlines()[-1])
+    assert (loaded["backend"], loaded["params"]) == (other, 93_322)
+    assert loaded["accuracy"] == pytest.approx(record["test_accuracy"], abs=2 / 256)  # float rounding may flip one
+
+
+def worker_of(job_dir: Path) -> tuple[str, int]:
+    devices = json.loads((job_dir / "environment.json").read_text())
+    return devices["devices"]["backend"], devices["pid"]
+
+
+def test_a_grid_replaces_its_warm_worker_when_the_backend_changes(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
+    grid = run_cli("-m", *TINY_RUN, "training.epochs=1", "hardware.backend=jax,torch", "seed=0,1",
+                   f"hydra.sweep.dir={tmp_path / 'grid'}", env={"CNNSWEEP_DATA_DIR": str(mnist_dir)}, timeout=600)
+    assert grid.returncode == 0, grid.stderr[-3000:]
+    jobs = [worker_of(tmp_path / "grid" / str(number)) for number in range(4)]
+    assert [backend for backend, _ in jobs] == ["jax", "jax", "torch", "torch"]
+    assert jobs[0][1] == jobs[1][1] != jobs[2][1] == jobs[3][1]  # one warm worker per backend, in turn
+    board = pd.read_csv(tmp_path / "grid" / "leaderboard.csv")
+    assert set(board["status"]) == {"completed"} and board["test_accuracy"].notna().all()
+
+
+def test_a_search_over_backends_runs_each_trial_on_its_own(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    search = run_cli("-m", "sweeps=quick", *TINY_RUN, "training.epochs=1", "dataset.val_size=128",
+                     "hydra.sweeper.n_trials=4", "hardware.backend=choice(jax,torch)",
+                     f"hydra.sweep.dir={tmp_path / 'search'}", f"hydra.sweeper.storage={storage}",
+                     env={"CNNSWEEP_DATA_DIR": str(mnist_dir), "KERAS_BACKEND": "jax"}, timeout=600)
+    assert search.returncode == 0, search.stderr[-3000:]
+    study = optuna.load_study(study_name="quick", storage=storage)
+    assert len(study.trials) == 4 and all(trial.state.is_finished() for trial in study.trials)
+    backends = [trial.params["hardware.backend"] for trial in study.trials]
+    assert set(backends) == {"jax", "torch"}  # trial 0 is the composed config's (KERAS_BACKEND); the seed picks torch
+    workers = [worker_of(tmp_path / "search" / str(trial.number)) for trial in study.trials]
+    assert [backend for backend, _ in workers] == backends
+    for (backend, pid), (next_backend, next_pid) in zip(workers, workers[1:]):
+        assert (pid == next_pid) == (backend == next_backend)
