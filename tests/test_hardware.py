@@ -15,7 +15,7 @@ from cnnsweep.errors import ConfigError
 from cnnsweep.run import hardware
 from cnnsweep.run.config import compose_run_config
 from cnnsweep.run.slot import SLOT_ENV, THREADS_ENV
-from conftest import command_env
+from conftest import command_env, error_lines
 
 BACKEND_VARIABLES = ("KERAS_BACKEND", "JAX_PLATFORMS", "XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_FLAGS",
                      "KERAS_TORCH_DEVICE", "CUBLAS_WORKSPACE_CONFIG", SLOT_ENV, THREADS_ENV)
@@ -114,3 +114,17 @@ def test_a_process_already_running_keras_cannot_switch_backend() -> None:
     assert ("ConfigError: hardware.backend=jax: Keras already runs on torch in this process and cannot switch; run "
             "each backend in a process of its own (launcher=local and launcher=parallel start one per backend)"
             ) in process.stderr
+
+
+@pytest.mark.parametrize(("backend", "name", "install"), [
+    ("tensorflow", "TensorFlow", "install a CUDA build of TensorFlow"),
+    ("jax", "JAX", "install JAX with CUDA (`pip install 'jax[cuda12]'`)"),
+    ("torch", "PyTorch", "install a CUDA build of PyTorch"),
+])
+def test_hardware_gpu_without_a_gpu_is_one_line_on_each_backend(run_cli, tiny_data, backend: str, name: str,
+                                                                 install: str) -> None:
+    result = run_cli("hardware=gpu", f"hardware.backend={backend}", "dataset=npz", f"dataset.path={tiny_data}",
+                     env={"CUDA_VISIBLE_DEVICES": ""})
+    assert result.returncode == 2
+    assert error_lines(result.stderr)[-1] == (f"error: hardware=gpu but {name} sees no GPU (CUDA_VISIBLE_DEVICES='');"
+                                              f" use hardware=cpu or hardware=auto, or {install}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterator, Union
+from typing import Callable, Generator, Iterator, Union
 
 import keras
 import numpy as np
@@ -38,7 +38,7 @@ def epoch_positions(count: int, batch_size: int, seed: int, epoch: int, shuffle:
 
 
 def training_batches(x: Images, y: np.ndarray, batch_size: int, epochs: int, seed: int, shuffle: bool,
-                     first_epoch: int = 0) -> Iterator[Batch]:
+                     first_epoch: int = 0) -> Generator[Batch, None, None]:
     """Every epoch's batches from `first_epoch` (0-based) on, in one iterator: fit reads it with
     steps_per_epoch, so Keras does not restart it at each epoch (which would repeat an order)."""
     positions = (batch for epoch in range(first_epoch, epochs)
@@ -48,7 +48,7 @@ def training_batches(x: Images, y: np.ndarray, batch_size: int, epochs: int, see
     return ((x[batch], y[batch]) for batch in positions)
 
 
-def read_ahead(positions: Iterator[np.ndarray], read: Callable[[np.ndarray], Batch]) -> Iterator[Batch]:
+def read_ahead(positions: Iterator[np.ndarray], read: Callable[[np.ndarray], Batch]) -> Generator[Batch, None, None]:
     """`read` of each batch of positions, in order, a few batches ahead on reader threads (a folder
     streamed from disk: reading and decoding overlap training on every backend)."""
     with ThreadPoolExecutor(STREAM_READERS, thread_name_prefix="cnnsweep-read") as readers:

@@ -5,6 +5,7 @@ Imported only after `hardware.select_backend`, because Keras fixes its backend w
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import time
@@ -287,6 +288,10 @@ def fit(model: keras.Model, config: RunConfig, data: Dataset, run_dir: Path, bat
         callbacks=callbacks,
         verbose=1 if show_progress_bar else 0,
     )
+    # The batch iterator fit leaves unfinished (a stopped or pruned run) is freed now, not at exit: TensorFlow
+    # finalizes it by calling back into Python, which at exit prints an error after the run's last line.
+    batches.close()
+    gc.collect()
     if nan_guard.stopped_at is not None:
         epoch, batch = nan_guard.stopped_at
         raise TrainingError(

@@ -11,9 +11,12 @@ Only the chosen backend's module is imported (cnnsweep.run.hardware), so the oth
 
 from __future__ import annotations
 
+import os
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Callable
+
+from cnnsweep.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -39,3 +42,10 @@ class Placement:
 
     replicas: int
     scope: Callable[[], AbstractContextManager[Any]]
+
+
+def no_gpu(backend: str, install: str) -> ConfigError:
+    """hardware=gpu where the backend sees no GPU, as one line (naming CUDA_VISIBLE_DEVICES when it is set)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    where = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+    return ConfigError(f"hardware=gpu but {backend} sees no GPU{where}; use hardware=cpu or hardware=auto, or {install}")

@@ -4,13 +4,13 @@ thread-count setting); keras.distribution.DataParallel for hardware=multi_gpu.""
 
 from __future__ import annotations
 
+import logging
 import os
 from contextlib import nullcontext
 from importlib import metadata
 from typing import Any, Optional
 
-from cnnsweep.errors import ConfigError
-from cnnsweep.run.backends import Placement
+from cnnsweep.run.backends import Placement, no_gpu
 from cnnsweep.run.config import Device, Distribution, HardwareConfig
 from cnnsweep.run.slot import gpu_share, slot_cores
 
@@ -47,17 +47,13 @@ def environment(config: HardwareConfig, intra_op: Optional[int], inter_op: Optio
 
 
 def configure(config: HardwareConfig, intra_op: Optional[int], inter_op: Optional[int]) -> dict[str, Any]:
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # its TPU probe's line on every run
     import jax
 
     devices = jax.devices()
     gpus = [device for device in devices if device.platform in ("gpu", "cuda", "rocm")]
     if config.device is Device.gpu and not gpus:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        raise ConfigError(
-            "hardware=gpu but JAX sees no GPU"
-            + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
-            + "; use hardware=cpu or hardware=auto, or install JAX with CUDA (`pip install 'jax[cuda12]'`)"
-        )
+        raise no_gpu("JAX", "install JAX with CUDA (`pip install 'jax[cuda12]'`)")
     return {
         "device": "gpu" if gpus else "cpu",
         "gpus": [str(device) for device in gpus],

@@ -9,7 +9,7 @@ import subprocess
 from typing import Any, Callable, Optional
 
 from cnnsweep.errors import ConfigError
-from cnnsweep.run.backends import Placement
+from cnnsweep.run.backends import Placement, no_gpu
 from cnnsweep.run.config import Device, Distribution, HardwareConfig
 from cnnsweep.run.slot import gpu_share
 
@@ -26,12 +26,7 @@ def configure(config: HardwareConfig, intra_op: Optional[int], inter_op: Optiona
         _set_once(tf.config.get_visible_devices("GPU"), [], lambda _: tf.config.set_visible_devices([], "GPU"))
         gpus = []
     if config.device is Device.gpu and not gpus:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        raise ConfigError(
-            "hardware=gpu but TensorFlow sees no GPU"
-            + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
-            + "; use hardware=cpu or hardware=auto, or install a CUDA build of TensorFlow"
-        )
+        raise no_gpu("TensorFlow", "install a CUDA build of TensorFlow")
     share = gpu_share()
     if share is not None:  # a logical device per GPU, capped at the slot's share (memory growth then does not apply)
         for gpu in gpus:

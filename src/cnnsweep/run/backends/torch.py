@@ -10,7 +10,7 @@ from contextlib import nullcontext
 from typing import Any, Optional
 
 from cnnsweep.errors import ConfigError
-from cnnsweep.run.backends import Placement
+from cnnsweep.run.backends import Placement, no_gpu
 from cnnsweep.run.config import Device, HardwareConfig
 from cnnsweep.run.slot import gpu_share
 
@@ -29,12 +29,7 @@ def configure(config: HardwareConfig, intra_op: Optional[int], inter_op: Optiona
 
     gpu = config.device is not Device.cpu and torch.cuda.is_available()
     if config.device is Device.gpu and not gpu:
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        raise ConfigError(
-            "hardware=gpu but PyTorch sees no GPU"
-            + (f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else "")
-            + "; use hardware=cpu or hardware=auto, or install a CUDA build of PyTorch"
-        )
+        raise no_gpu("PyTorch", "install a CUDA build of PyTorch")
     if intra_op is not None:
         torch.set_num_threads(intra_op)
     if inter_op is not None and torch.get_num_interop_threads() != inter_op:
