@@ -1,4 +1,5 @@
-"""`training.tensorboard=true` on a real run: Keras' per-epoch curves and cnnsweep's HParams session,
+"""`training.tensorboard=true` on a real run, on each Keras backend (TensorFlow installed: Keras' callback
+and the HParams writer need it on every backend): Keras' per-epoch curves and cnnsweep's HParams session,
 read back with TensorBoard's own event reader."""
 
 from __future__ import annotations
@@ -12,14 +13,15 @@ from conftest import TINY_RUN
 
 
 @pytest.mark.tensorflow
-def test_tensorboard_curves_and_hparams_read_back(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_tensorboard_curves_and_hparams_read_back(backend: str, run_cli, mnist_dir: Path, tmp_path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams import plugin_data_pb2
     from tensorflow import make_ndarray
 
     run_dir = tmp_path / "run"
-    result = run_cli(*TINY_RUN, "training.tensorboard=true", "dataset.val_size=128", f"hydra.run.dir={run_dir}",
-                     env={"CNNSWEEP_DATA_DIR": str(mnist_dir)})
+    result = run_cli(*TINY_RUN, "training.tensorboard=true", "dataset.val_size=128", f"hardware.backend={backend}",
+                     f"hydra.run.dir={run_dir}", env={"CNNSWEEP_DATA_DIR": str(mnist_dir)})
     assert result.returncode == 0, result.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
 
