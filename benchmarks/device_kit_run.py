@@ -37,8 +37,9 @@ KIT = ROOT / "device_kit"
 BUDGET_S = 540.0  # the device tool runs a command for 10 minutes at most
 BACKENDS = ("jax", "torch")
 PACKING = (1, 2, 4, 8)
-MACHINE_PROBE = ("nvidia-smi; python3 -m pip list 2>/dev/null | grep -iE '^(jax|jaxlib|torch|numpy|keras|hydra|optuna) '; "
-                 "python3 -c 'import jax; print(jax.devices())'; python3 -c 'import torch; print(torch.cuda.is_available())'")
+MACHINE_PROBE = ("nvidia-smi; python3 -m pip list 2>/dev/null | grep -iE "
+                 "'^(jax|jaxlib|torch|numpy|keras|hydra|optuna) '; python3 -c 'import jax; print(jax.devices())'; "
+                 "python3 -c 'import torch; print(torch.cuda.is_available())'")
 
 
 class Steps:
@@ -110,7 +111,8 @@ def install(work: Path) -> Path:
     site = work / "site"
     wheels = sorted(str(path) for path in (KIT / "wheels").glob("*.whl"))
     if not wheels:
-        sys.exit("error: no wheels in device_kit/wheels; run benchmarks/device_kit_prepare.py first and carry device_kit")
+        sys.exit("error: no wheels in device_kit/wheels; run benchmarks/device_kit_prepare.py first and carry "
+                 "device_kit")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
                     "--no-cache-dir", "--upgrade", "--target", str(site), *wheels], check=True)
     return site
@@ -118,8 +120,9 @@ def install(work: Path) -> Path:
 
 def tutorial(steps: Steps, backend: str, settings: list[str]) -> dict[str, Any]:
     run_dir = steps.work / f"tutorial-{backend}"
-    result = steps.run(f"tutorial-{backend}", [sys.executable, str(ROOT / "src" / "run.py"), f"hardware.backend={backend}",
-                                               "training.progress=epoch", *settings, f"hydra.run.dir={run_dir}"], 240)
+    command = [sys.executable, str(ROOT / "src" / "run.py"), f"hardware.backend={backend}", "training.progress=epoch",
+               *settings, f"hydra.run.dir={run_dir}"]
+    result = steps.run(f"tutorial-{backend}", command, 240)
     if result is None or result.returncode != 0:
         return {"backend": backend, "ok": False}
     record = json.loads((run_dir / "metrics.json").read_text())
@@ -156,7 +159,7 @@ def table(machine: str, tutorials: list[dict], packs: list[dict], notes: list[st
         lines.append(f"| {run['backend']} | {run['first_epoch_s']:.1f} | {run['later_epoch_s']:.1f} | "
                      f"{run['test_accuracy']:.4f} |" if run["ok"] else f"| {run['backend']} | failed | | |")
     lines += ["", "| jobs_per_gpu | trials done | failed | wall (s) | trials/hour | vs 1 per GPU | GPU util % | "
-                  "GPU memory max (MiB) | mean test accuracy |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+                  "GPU memory max (MiB) | mean test accuracy |", "|" + " --- |" * 9]
     base = next((pack["trials_per_hour"] for pack in packs if pack["jobs_per_gpu"] == 1), 0.0)
     for pack in packs:
         gain = f"{pack['trials_per_hour'] / base:.2f}x" if base else "-"

@@ -47,7 +47,8 @@ def test_defaults_are_the_tutorial(compose_config) -> None:
     assert (run.model.pool_size, run.model.pooling, run.model.dropout, run.model.batch_norm) == (2, Pooling.max, 0.0, False)
     assert (run.optimizer.name, run.optimizer.lr) == ("adam", 0.001)
     assert (run.training.epochs, run.training.batch_size) == (5, 32)
-    assert (run.hardware.device, run.hardware.precision, run.hardware.jit_compile) == (Device.auto, Precision.float32, "auto")
+    assert (run.hardware.device, run.hardware.precision, run.hardware.jit_compile) == \
+        (Device.auto, Precision.float32, "auto")
     assert run.objective_metric == "test_accuracy" and run.objective_direction == "maximize"
 
 

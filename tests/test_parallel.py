@@ -143,7 +143,8 @@ def test_a_job_out_of_its_gpu_share_fails_alone_naming_jobs_per_gpu(run_cli, mni
         "launcher.jobs_per_gpu or training.batch_size")
     assert "out of memory on GPU g0" in result.stdout + result.stderr
     devices = json.loads((sweep_dir / "0" / "environment.json").read_text())["devices"]
-    assert (devices["backend"], devices["cuda_visible_devices"], devices["launcher_gpu_share"]) == ("torch", "g0", "0.5")
+    assert (devices["backend"], devices["cuda_visible_devices"], devices["launcher_gpu_share"]) == \
+        ("torch", "g0", "0.5")
 
 
 def test_jobs_per_gpu_must_be_a_positive_number() -> None:

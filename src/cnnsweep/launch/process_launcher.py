@@ -90,7 +90,8 @@ class SlotPool:
     def _record(self, sweep_dir: Path, job: TrialJob, job_dir: Path, slot: Slot, started: float,
                 result: JobOutcome, worker: Worker) -> None:
         """One line per finished job: which slot, GPU, threads and worker process it had, when, how it ended
-        (its run record's status: completed, pruned, failed, interrupted), and where its seconds went (the run record's `timings`: data, set-up, build, each epoch's phases, test, save)."""
+        (its run record's status: completed, pruned, failed, interrupted), and where its seconds went (the
+        run record's `timings`: data, set-up, build, each epoch's phases, test, save)."""
         record = RunRecord.read(job_dir)
         line = {"job": job.number, "run_dir": str(job_dir), "slot": slot.index, "gpu": slot.gpu,
                 "gpu_share": slot.gpu_share, "threads": slot.threads, "start": started, "end": time.time(),

@@ -99,8 +99,8 @@ class EpochRecorder(keras.callbacks.Callback):
 
 class EpochCheckpoint(keras.callbacks.Callback):
     """After every epoch (once history.csv has it): the model with its optimizer state and the state of its
-    random generators and the backend's, as the run's newest checkpoint (cnnsweep.run.checkpoints), so a killed run can
-    continue from there (training.resume)."""
+    random generators and the backend's, as the run's newest checkpoint (cnnsweep.run.checkpoints), so a
+    killed run can continue from there (training.resume)."""
 
     def __init__(self, checkpoints: Checkpoints, saving: bool = True) -> None:
         super().__init__()

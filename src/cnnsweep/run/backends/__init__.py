@@ -48,4 +48,5 @@ def no_gpu(backend: str, install: str) -> ConfigError:
     """hardware=gpu where the backend sees no GPU, as one line (naming CUDA_VISIBLE_DEVICES when it is set)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     where = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
-    return ConfigError(f"hardware=gpu but {backend} sees no GPU{where}; use hardware=cpu or hardware=auto, or {install}")
+    return ConfigError(f"hardware=gpu but {backend} sees no GPU{where}; use hardware=cpu or hardware=auto, "
+                       f"or {install}")
