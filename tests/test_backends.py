@@ -105,6 +105,21 @@ def test_jax_data_parallel_runs_one_batch_per_device(run_cli, mnist_dir: Path, t
     assert devices["logical_devices"] == ["cpu:0", "cpu:1"]
 
 
+def test_mixed_precision_and_steps_per_execution_on_jax_and_torch(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
+    grid = run_cli("-m", *TINY_RUN, "hardware.backend=jax,torch", "hardware.precision=mixed_bfloat16",
+                   f"hydra.sweep.dir={tmp_path / 'grid'}", env={"CNNSWEEP_DATA_DIR": str(mnist_dir)}, timeout=600)
+    assert grid.returncode == 0, grid.stderr[-3000:]
+    for job, backend in enumerate(("jax", "torch")):
+        record = json.loads((tmp_path / "grid" / str(job) / "metrics.json").read_text())
+        devices = json.loads((tmp_path / "grid" / str(job) / "environment.json").read_text())["devices"]
+        assert (record["status"], devices["backend"], devices["precision"]) == ("completed", backend, "mixed_bfloat16")
+        assert record["test_accuracy"] > 0.15  # above chance (0.1): bfloat16 activations, float32 weights learn
+    run = run_cli(*TINY_RUN, "hardware.backend=jax", "training.steps_per_execution=4",
+                  f"hydra.run.dir={tmp_path / 'steps'}", env={"CNNSWEEP_DATA_DIR": str(mnist_dir)})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert len(history(tmp_path / "steps")) == 2  # both epochs recorded, four batches per call
+
+
 def worker_of(job_dir: Path) -> tuple[str, int]:
     devices = json.loads((job_dir / "environment.json").read_text())
     return devices["devices"]["backend"], devices["pid"]
