@@ -50,3 +50,15 @@ def no_gpu(backend: str, install: str) -> ConfigError:
     where = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
     return ConfigError(f"hardware=gpu but {backend} sees no GPU{where}; use hardware=cpu or hardware=auto, "
                        f"or {install}")
+
+
+def set_once(current: Any, wanted: Any, setter: Callable[[Any], None], key: str, backend: str) -> None:
+    """A setting the backend fixes once it has started (devices, thread pools): only a real change is
+    attempted, and the backend's refusal is one line naming the key."""
+    if current == wanted:
+        return
+    try:
+        setter(wanted)
+    except RuntimeError as error:
+        raise ConfigError(f"{key}: cannot change to {wanted!r} after {backend} started in this process ({error}); "
+                          "start a fresh process") from error

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from cnnsweep.errors import ConfigError
-from cnnsweep.run.backends import Placement, no_gpu
+from cnnsweep.run.backends import Placement, no_gpu, set_once
 from cnnsweep.run.config import Device, Distribution, HardwareConfig
 from cnnsweep.run.slot import gpu_share
 
@@ -23,7 +23,8 @@ def configure(config: HardwareConfig, intra_op: Optional[int], inter_op: Optiona
 
     gpus = tf.config.list_physical_devices("GPU")
     if config.device is Device.cpu and gpus:
-        _set_once(tf.config.get_visible_devices("GPU"), [], lambda _: tf.config.set_visible_devices([], "GPU"))
+        set_once(tf.config.get_visible_devices("GPU"), [], lambda _: tf.config.set_visible_devices([], "GPU"),
+                 "hardware", "TensorFlow")
         gpus = []
     if config.device is Device.gpu and not gpus:
         raise no_gpu("TensorFlow", "install a CUDA build of TensorFlow")
@@ -31,22 +32,21 @@ def configure(config: HardwareConfig, intra_op: Optional[int], inter_op: Optiona
     if share is not None:  # a logical device per GPU, capped at the slot's share (memory growth then does not apply)
         for gpu in gpus:
             limit = tf.config.LogicalDeviceConfiguration(memory_limit=int(gpu_memory_mb() * share))
-            _set_once(tf.config.get_logical_device_configuration(gpu), [limit],
-                      lambda value, gpu=gpu: tf.config.set_logical_device_configuration(gpu, value))
+            set_once(tf.config.get_logical_device_configuration(gpu), [limit],
+                     lambda value, gpu=gpu: tf.config.set_logical_device_configuration(gpu, value),
+                     "launcher.jobs_per_gpu", "TensorFlow")
     elif config.memory_growth:
         for gpu in gpus:
-            _set_once(
-                tf.config.experimental.get_memory_growth(gpu),
-                True,
-                lambda value, gpu=gpu: tf.config.experimental.set_memory_growth(gpu, value),
-            )
+            set_once(tf.config.experimental.get_memory_growth(gpu), True,
+                     lambda value, gpu=gpu: tf.config.experimental.set_memory_growth(gpu, value),
+                     "hardware.memory_growth", "TensorFlow")
     threading = tf.config.threading
     if intra_op is not None:
-        _set_once(threading.get_intra_op_parallelism_threads(), intra_op,
-                  threading.set_intra_op_parallelism_threads, "hardware.intra_op_threads")
+        set_once(threading.get_intra_op_parallelism_threads(), intra_op,
+                 threading.set_intra_op_parallelism_threads, "hardware.intra_op_threads", "TensorFlow")
     if inter_op is not None:
-        _set_once(threading.get_inter_op_parallelism_threads(), inter_op,
-                  threading.set_inter_op_parallelism_threads, "hardware.inter_op_threads")
+        set_once(threading.get_inter_op_parallelism_threads(), inter_op,
+                 threading.set_inter_op_parallelism_threads, "hardware.inter_op_threads", "TensorFlow")
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     else:
@@ -92,16 +92,3 @@ def placement(config: HardwareConfig) -> Placement:
 def strategy_placement(strategy: Any) -> Placement:
     """A tf.distribute.Strategy as a Placement: its replicas and its scope."""
     return Placement(strategy.num_replicas_in_sync, strategy.scope)
-
-
-def _set_once(current: Any, wanted: Any, setter: Callable[[Any], None], key: str = "hardware") -> None:
-    """TensorFlow refuses device and thread changes once it has started; only a real change is an error."""
-    if current == wanted:
-        return
-    try:
-        setter(wanted)
-    except RuntimeError as error:
-        raise ConfigError(
-            f"{key}: cannot change to {wanted!r} after TensorFlow started in this process ({error}); "
-            "start a fresh process"
-        ) from error

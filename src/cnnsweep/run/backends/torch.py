@@ -9,8 +9,7 @@ import os
 from contextlib import nullcontext
 from typing import Any, Optional
 
-from cnnsweep.errors import ConfigError
-from cnnsweep.run.backends import Placement, no_gpu
+from cnnsweep.run.backends import Placement, no_gpu, set_once
 from cnnsweep.run.config import Device, HardwareConfig
 from cnnsweep.run.slot import gpu_share
 
@@ -32,12 +31,9 @@ def configure(config: HardwareConfig, intra_op: Optional[int], inter_op: Optiona
         raise no_gpu("PyTorch", "install a CUDA build of PyTorch")
     if intra_op is not None:
         torch.set_num_threads(intra_op)
-    if inter_op is not None and torch.get_num_interop_threads() != inter_op:
-        try:
-            torch.set_num_interop_threads(inter_op)
-        except RuntimeError as error:
-            raise ConfigError(f"hardware.inter_op_threads: cannot change to {inter_op} after PyTorch ran in this "
-                              f"process ({error}); start a fresh process") from error
+    if inter_op is not None:
+        set_once(torch.get_num_interop_threads(), inter_op, torch.set_num_interop_threads, "hardware.inter_op_threads",
+                 "PyTorch")
     torch.use_deterministic_algorithms(config.deterministic)
     share = gpu_share()
     if gpu and share is not None:
