@@ -53,7 +53,7 @@ def download_wheels(folder: Path) -> None:
     """Every kit distribution's wheel for CPython 3.12 on manylinux x86_64, without dependencies."""
     folder.mkdir(parents=True, exist_ok=True)
     platforms = [argument for platform in PLATFORMS for argument in ("--platform", platform)]
-    pip = [sys.executable, "-m", "pip"] if _has_pip(sys.executable) else ["python3", "-m", "pip"]
+    pip = pip_command()
     binary = [pinned(name) for name in KIT_DISTRIBUTIONS if name not in SOURCE_ONLY]
     subprocess.run([*pip, "download", "--quiet", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
                     "--implementation", "cp", *platforms, "--dest", str(folder), *binary], check=True)
@@ -61,8 +61,13 @@ def download_wheels(folder: Path) -> None:
                     *(pinned(name) for name in SOURCE_ONLY)], check=True)
 
 
-def _has_pip(python: str) -> bool:
-    return subprocess.run([python, "-m", "pip", "--version"], capture_output=True).returncode == 0
+def pip_command() -> list[str]:
+    """pip from this interpreter, else from the Python its virtual environment was made from (uv's
+    environments have no pip), else uv's own (`uvx pip`)."""
+    for python in dict.fromkeys((sys.executable, getattr(sys, "_base_executable", sys.executable))):
+        if subprocess.run([python, "-m", "pip", "--version"], capture_output=True).returncode == 0:
+            return [python, "-m", "pip"]
+    return ["uvx", "pip"]
 
 
 def main() -> None:
