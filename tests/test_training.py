@@ -55,6 +55,34 @@ def test_nan_loss_stops_the_run_and_keeps_the_history(tmp_path: Path) -> None:
     assert not (tmp_path / "nan" / "model.keras").exists()
 
 
+def test_training_without_op_determinism_runs(tmp_path: Path) -> None:
+    data_file = write_npz(tmp_path / "d.npz", n_train=128, n_test=32)
+    rows = train_once(small_run("hardware.deterministic=false"), data_file, tmp_path / "run")
+    assert [row["epoch"] for row in rows] == ["1", "2"]
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["arrays", "streamed"])
+def test_tensorflow_evaluates_every_image_in_order_through_a_pipeline_without_autotuning(streamed: bool) -> None:
+    """Keras' autotuned pipelines made fit and evaluate return seconds after their last step on a busy CPU
+    (cnnsweep.run.backends.tensorflow.batch_pipeline): the replacement must give the very same batches."""
+    import numpy as np
+
+    from cnnsweep.run.streaming import StreamedImages
+    from cnnsweep.run.training import evaluation_input
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (70, 6, 6, 1)).astype("uint8")
+    labels = rng.integers(0, 10, 70).astype("uint8")
+    x = StreamedImages.of(images) if streamed else images.astype("float32") / 255
+    pipeline = evaluation_input(x, labels, batch_size=32)
+    assert pipeline.options().autotune.enabled is False
+    for _ in range(2):  # validation reads it again every epoch
+        batches = [(batch_x.numpy(), batch_y.numpy()) for batch_x, batch_y in pipeline]
+        assert [len(batch_y) for _, batch_y in batches] == [32, 32, 6]
+        np.testing.assert_allclose(np.concatenate([batch_x for batch_x, _ in batches]), images / 255, rtol=1e-6)
+        np.testing.assert_array_equal(np.concatenate([batch_y for _, batch_y in batches]), labels)
+
+
 def test_unknown_optimizer_argument_is_a_config_error() -> None:
     from cnnsweep.run.training import build_optimizer
 

@@ -48,6 +48,15 @@ def training_batches(x: Images, y: np.ndarray, batch_size: int, epochs: int, see
     return ((x[batch], y[batch]) for batch in positions)
 
 
+def evaluation_batches(x: Images, y: np.ndarray, batch_size: int) -> Generator[Batch, None, None]:
+    """A split in order, a batch at a time (streamed folders read ahead): what a TensorFlow pipeline
+    validates and tests on."""
+    positions = (np.arange(start, min(start + batch_size, len(x))) for start in range(0, len(x), batch_size))
+    if isinstance(x, StreamedImages):
+        return read_ahead(positions, lambda batch: (x.read(batch), y[batch]))
+    return ((x[batch[0]:batch[-1] + 1], y[batch[0]:batch[-1] + 1]) for batch in positions)
+
+
 def read_ahead(positions: Iterator[np.ndarray], read: Callable[[np.ndarray], Batch]) -> Generator[Batch, None, None]:
     """`read` of each batch of positions, in order, a few batches ahead on reader threads (a folder
     streamed from disk: reading and decoding overlap training on every backend)."""

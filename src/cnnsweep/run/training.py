@@ -18,7 +18,8 @@ import numpy as np
 from cnnsweep.errors import ConfigError, DiskFull, TrainingError, first_line
 from cnnsweep.run import hardware
 from cnnsweep.run.backends import Placement
-from cnnsweep.run.batches import InOrderBatches, training_batches
+from cnnsweep.run.backends.tensorflow import batch_pipeline
+from cnnsweep.run.batches import Images, InOrderBatches, evaluation_batches, training_batches
 from cnnsweep.run.checkpoints import Checkpoint, Checkpoints, ResumePoint
 from cnnsweep.run.config import LrSchedule, OptimizerConfig, RunConfig, TrainingConfig
 from cnnsweep.run.data import Dataset
@@ -276,15 +277,17 @@ def fit(model: keras.Model, config: RunConfig, data: Dataset, run_dir: Path, bat
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / TENSORBOARD_DIR)))
     batches = training_batches(data.x_train, data.y_train, batch_size, training.epochs, config.seed, training.shuffle,
                                first_epoch)
+    validation = (evaluation_input(data.x_val, data.y_val, batch_size)
+                  if data.x_val is not None and data.y_val is not None else None)
     started = time.perf_counter()
     model.fit(
-        batches,
+        batch_pipeline(lambda: batches, data.x_train, data.y_train) if on_tensorflow() else batches,
         epochs=training.epochs,
         initial_epoch=first_epoch,
         steps_per_epoch=math.ceil(len(data.x_train) / batch_size),
         shuffle=False,  # `batches` is already reshuffled every epoch
-        validation_data=validation_data(data, batch_size),
-        validation_batch_size=None if data.streamed else batch_size,
+        validation_data=validation,
+        validation_batch_size=batch_size if isinstance(validation, tuple) else None,
         callbacks=callbacks,
         verbose=1 if show_progress_bar else 0,
     )
@@ -301,13 +304,18 @@ def fit(model: keras.Model, config: RunConfig, data: Dataset, run_dir: Path, bat
     return time.perf_counter() - started
 
 
-def validation_data(data: Dataset, batch_size: int) -> Any:
-    """fit's validation_data: (x, y) arrays, a streamed folder's batches, or None without a validation split."""
-    if data.x_val is None or data.y_val is None:
-        return None
-    if isinstance(data.x_val, StreamedImages):
-        return InOrderBatches(data.x_val, data.y_val, batch_size)
-    return data.x_val, data.y_val
+def on_tensorflow() -> bool:
+    return keras.config.backend() == "tensorflow"
+
+
+def evaluation_input(x: Images, y: np.ndarray, batch_size: int) -> Any:
+    """What fit validates on and evaluate tests on, in order: a tf.data pipeline on TensorFlow (see
+    batch_pipeline), a streamed folder's batches, else the (x, y) arrays."""
+    if on_tensorflow():
+        return batch_pipeline(lambda: evaluation_batches(x, y, batch_size), x, y, count=math.ceil(len(x) / batch_size))
+    if isinstance(x, StreamedImages):
+        return InOrderBatches(x, y, batch_size)
+    return x, y
 
 
 def measured(model: keras.Model, rows: list[dict[str, Any]], train_seconds: float) -> dict[str, Any]:
@@ -328,10 +336,11 @@ def measured(model: keras.Model, rows: list[dict[str, Any]], train_seconds: floa
 def evaluate_test(model: keras.Model, data: Dataset, batch_size: int) -> dict[str, Any]:
     """The test set's accuracy and loss, and the seconds they took."""
     started = time.perf_counter()
-    if isinstance(data.x_test, StreamedImages):
-        test = model.evaluate(InOrderBatches(data.x_test, data.y_test, batch_size), verbose=0, return_dict=True)
+    test_input = evaluation_input(data.x_test, data.y_test, batch_size)
+    if isinstance(test_input, tuple):
+        test = model.evaluate(*test_input, batch_size=batch_size, verbose=0, return_dict=True)
     else:
-        test = model.evaluate(data.x_test, data.y_test, batch_size=batch_size, verbose=0, return_dict=True)
+        test = model.evaluate(test_input, verbose=0, return_dict=True)
     return {"test_accuracy": float(test["accuracy"]), "test_loss": float(test["loss"]),
             "eval_seconds": time.perf_counter() - started}
 

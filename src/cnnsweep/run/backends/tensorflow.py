@@ -6,12 +6,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
 from cnnsweep.errors import ConfigError
 from cnnsweep.run.backends import Placement, no_gpu, set_once
 from cnnsweep.run.config import Device, Distribution, HardwareConfig
 from cnnsweep.run.slot import gpu_share
+
+if TYPE_CHECKING:  # cnnsweep.run.batches imports Keras, which must not start before `environment` has run
+    import numpy as np
+
+    from cnnsweep.run.batches import Batch, Images
 
 
 def environment(config: HardwareConfig, intra_op: Optional[int], inter_op: Optional[int]) -> dict[str, str]:
@@ -47,10 +52,8 @@ def configure(config: HardwareConfig, intra_op: Optional[int], inter_op: Optiona
     if inter_op is not None:
         set_once(threading.get_inter_op_parallelism_threads(), inter_op,
                  threading.set_inter_op_parallelism_threads, "hardware.inter_op_threads", "TensorFlow")
-    if config.deterministic:
+    if config.deterministic:  # never turned off again in one process: `deterministic` is process-wide
         tf.config.experimental.enable_op_determinism()
-    else:
-        tf.config.experimental.disable_op_determinism()
     return {
         "device": "gpu" if gpus else "cpu",
         "gpus": [gpu.name for gpu in gpus],
@@ -92,3 +95,24 @@ def placement(config: HardwareConfig) -> Placement:
 def strategy_placement(strategy: Any) -> Placement:
     """A tf.distribute.Strategy as a Placement: its replicas and its scope."""
     return Placement(strategy.num_replicas_in_sync, strategy.scope)
+
+
+def batch_pipeline(batches: Callable[[], Iterator[Batch]], x: Images, y: np.ndarray,
+                   count: Optional[int] = None) -> Any:
+    """A tf.data pipeline over `batches()` (called at each pass) of the split (x, y), `count` batches a
+    pass when known (Keras then stops there instead of warning that the data ran out), with a fixed
+    read-ahead and tf.data's autotuning off. Keras' own pipeline for a generator or arrays autotunes, and
+    deleting an autotuned iterator waits out its tuning thread's current sleep, which doubles as training
+    goes on: on a busy CPU, fit and evaluate returned seconds (up to a minute) after their last step."""
+    import tensorflow as tf
+
+    signature = tuple(tf.TensorSpec((None, *part.shape[1:]), tf.as_dtype(part.dtype)) for part in (x, y))
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    pipeline = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    if count is not None:
+        pipeline = pipeline.apply(tf.data.experimental.assert_cardinality(count))
+    return pipeline.prefetch(PIPELINE_READ_AHEAD).with_options(options)
+
+
+PIPELINE_READ_AHEAD = 2  # batches made ready while one trains
