@@ -51,10 +51,11 @@ def training_batches(x: Images, y: np.ndarray, batch_size: int, epochs: int, see
 def evaluation_batches(x: Images, y: np.ndarray, batch_size: int) -> Generator[Batch, None, None]:
     """A split in order, a batch at a time (streamed folders read ahead): what a TensorFlow pipeline
     validates and tests on."""
-    positions = (np.arange(start, min(start + batch_size, len(x))) for start in range(0, len(x), batch_size))
+    starts = range(0, len(x), batch_size)
     if isinstance(x, StreamedImages):
+        positions = (np.arange(start, min(start + batch_size, len(x))) for start in starts)
         return read_ahead(positions, lambda batch: (x.read(batch), y[batch]))
-    return ((x[batch[0]:batch[-1] + 1], y[batch[0]:batch[-1] + 1]) for batch in positions)
+    return ((x[start:start + batch_size], y[start:start + batch_size]) for start in starts)
 
 
 def read_ahead(positions: Iterator[np.ndarray], read: Callable[[np.ndarray], Batch]) -> Generator[Batch, None, None]:

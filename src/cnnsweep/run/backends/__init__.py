@@ -6,7 +6,8 @@
   what it set up (environment.json's `devices`);
 - `placement(config)`: where a model trains (hardware.distribution).
 
-Only the chosen backend's module is imported (cnnsweep.run.hardware), so the others need not be installed.
+cnnsweep.run.hardware calls only the chosen backend's module, and each module imports its backend inside
+its functions, so the others need not be installed.
 """
 
 from __future__ import annotations

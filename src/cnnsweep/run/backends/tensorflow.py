@@ -18,6 +18,8 @@ if TYPE_CHECKING:  # cnnsweep.run.batches imports Keras, which must not start be
 
     from cnnsweep.run.batches import Batch, Images
 
+PIPELINE_READ_AHEAD = 2  # batches batch_pipeline makes ready while one trains
+
 
 def environment(config: HardwareConfig, intra_op: Optional[int], inter_op: Optional[int]) -> dict[str, str]:
     return {}  # TensorFlow takes every setting through tf.config, after import (configure)
@@ -113,6 +115,3 @@ def batch_pipeline(batches: Callable[[], Iterator[Batch]], x: Images, y: np.ndar
     if count is not None:
         pipeline = pipeline.apply(tf.data.experimental.assert_cardinality(count))
     return pipeline.prefetch(PIPELINE_READ_AHEAD).with_options(options)
-
-
-PIPELINE_READ_AHEAD = 2  # batches made ready while one trains
