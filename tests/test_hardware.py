@@ -5,6 +5,7 @@ backends train in tests/test_backends.py."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -129,3 +130,26 @@ def test_hardware_gpu_without_a_gpu_is_one_line_on_each_backend(run_cli, tiny_da
     assert result.returncode == 2
     assert error_lines(result.stderr)[-1] == (f"error: hardware=gpu but {name} sees no GPU (CUDA_VISIBLE_DEVICES='');"
                                               f" use hardware=cpu or hardware=auto, or {install}")
+
+
+FREEZE_TWICE = """
+import gc, json
+import keras
+from cnnsweep.run import hardware
+hardware.freeze_imported_objects()
+first = gc.get_freeze_count()
+jobs_objects = [[] for _ in range(1000)]
+hardware.freeze_imported_objects()  # the next job's: a no-op
+print(json.dumps({"first": first, "second": gc.get_freeze_count()}))
+"""
+
+
+def test_the_libraries_objects_are_frozen_once_per_process() -> None:
+    """What a warm worker's jobs create stays collectable; what Keras and its backend imported is left out of
+    every collection from the first job on."""
+    process = subprocess.run([sys.executable, "-c", FREEZE_TWICE], capture_output=True, text=True, timeout=300,
+                             env=command_env())
+    assert process.returncode == 0, process.stderr[-3000:]
+    counts = json.loads(process.stdout.strip().splitlines()[-1])
+    assert counts["first"] > 50_000  # Keras and TensorFlow import hundreds of thousands of objects
+    assert counts["second"] == counts["first"]

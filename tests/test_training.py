@@ -21,12 +21,12 @@ def small_run(*overrides: str) -> RunConfig:
     return compose_run_config(*SMALL, *overrides)
 
 
-def train_once(run: RunConfig, data_file: Path, run_dir: Path) -> list[dict]:
+def train_once(run: RunConfig, data_file: Path, run_dir: Path, val_size: int = 32) -> list[dict]:
     from cnnsweep.run.training import train
 
     run_dir.mkdir()
     hardware.configure(run.hardware, run.seed)
-    data = load_dataset(dataset_config(path=str(data_file), val_size=32))
+    data = load_dataset(dataset_config(path=str(data_file), val_size=val_size))
     epochs: list[dict] = []
     train(run, data, run_dir, show_progress_bar=False, on_epoch=epochs.append)
     with (run_dir / "history.csv").open() as handle:
@@ -55,10 +55,40 @@ def test_nan_loss_stops_the_run_and_keeps_the_history(tmp_path: Path) -> None:
     assert not (tmp_path / "nan" / "model.keras").exists()
 
 
+def test_several_steps_per_execution_train_exactly_each_epoch(tmp_path: Path) -> None:
+    data_file = write_npz(tmp_path / "d.npz", n_train=256, n_test=64)  # 224 after the hold-out: 7 batches
+    one_step = train_once(small_run(), data_file, tmp_path / "one")
+    three_steps = train_once(small_run("training.steps_per_execution=3"), data_file, tmp_path / "three")
+    assert three_steps == one_step  # the third call of an epoch runs 1 batch, not 2 of the next epoch's
+
+
 def test_training_without_op_determinism_runs(tmp_path: Path) -> None:
     data_file = write_npz(tmp_path / "d.npz", n_train=128, n_test=32)
     rows = train_once(small_run("hardware.deterministic=false"), data_file, tmp_path / "run")
     assert [row["epoch"] for row in rows] == ["1", "2"]
+
+
+def test_eval_batch_size_batches_validation_and_test_without_changing_training(tmp_path: Path, monkeypatch) -> None:
+    from cnnsweep.run import training
+
+    data_file = write_npz(tmp_path / "d.npz", n_train=256, n_test=96)
+    evaluated: list[tuple[int, int]] = []
+    real_input = training.evaluation_input
+
+    def recorded_input(x, y, batch_size: int):
+        evaluated.append((len(x), batch_size))
+        return real_input(x, y, batch_size)
+
+    monkeypatch.setattr(training, "evaluation_input", recorded_input)
+    default = train_once(small_run(), data_file, tmp_path / "default", val_size=96)
+    assert evaluated == [(96, 32), (96, 32)]  # the hold-out, then the test set
+    evaluated.clear()
+    larger = train_once(small_run("training.eval_batch_size=64"), data_file, tmp_path / "larger", val_size=96)
+    assert evaluated == [(96, 64), (96, 64)]
+    assert [row["accuracy"] for row in larger] == [row["accuracy"] for row in default]  # the same updates
+    assert [row["loss"] for row in larger] == [row["loss"] for row in default]
+    assert [row["val_accuracy"] for row in larger] == [row["val_accuracy"] for row in default]
+    assert [float(row["val_loss"]) for row in larger] == pytest.approx([float(row["val_loss"]) for row in default])
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["arrays", "streamed"])
@@ -93,18 +123,22 @@ def test_unknown_optimizer_argument_is_a_config_error() -> None:
 def test_every_epoch_is_a_new_permutation_and_reruns_repeat_it() -> None:
     import numpy as np
 
-    from cnnsweep.run.batches import training_batches
+    from cnnsweep.run.batches import TrainingBatches
 
-    def epochs_of(seed: int) -> list[list[int]]:
-        batches = [list(x) for x, _ in training_batches(np.arange(10), np.arange(10), 4, 3, seed, True)]
-        return [sum(batches[i:i + 3], []) for i in (0, 3, 6)]  # 3 batches (4 + 4 + 2) per epoch
+    def epoch_of(seed: int, epoch: int) -> list[list[int]]:
+        batches = TrainingBatches(np.arange(10), np.arange(10), 4, seed, True)
+        batches.epoch = epoch  # as fit's FollowEpochs callback sets it
+        through_pipeline = [list(x) for x, _ in batches.epoch_batches()]
+        assert through_pipeline == [list(batches[index][0]) for index in range(len(batches))]  # JAX, PyTorch
+        return through_pipeline
 
-    first = epochs_of(seed=7)
-    assert all(sorted(epoch) == list(range(10)) for epoch in first)
-    assert len({tuple(epoch) for epoch in first}) == 3  # Keras' seeded shuffle would repeat one order
-    assert epochs_of(seed=7) == first and epochs_of(seed=8) != first
-    resumed = [list(x) for x, _ in training_batches(np.arange(10), np.arange(10), 4, 3, 7, True, first_epoch=1)]
-    assert [sum(resumed[i:i + 3], []) for i in (0, 3)] == first[1:]  # a resumed run continues the same sequence
+    first = [epoch_of(7, epoch) for epoch in range(3)]
+    assert [len(epoch) for epoch in first] == [3, 3, 3]  # 4 + 4 + 2 images: each epoch ends at its own end
+    assert all(sorted(sum(epoch, [])) == list(range(10)) for epoch in first)
+    assert len({tuple(sum(epoch, [])) for epoch in first}) == 3  # Keras' seeded shuffle would repeat one order
+    assert [epoch_of(7, epoch) for epoch in range(3)] == first and [epoch_of(8, epoch) for epoch in range(3)] != first
+    resumed = TrainingBatches(np.arange(10), np.arange(10), 4, 7, True, epoch=1)
+    assert [list(x) for x, _ in resumed.epoch_batches()] == first[1]  # a resumed run continues the same sequence
 
 
 def test_cosine_schedule_warms_up_to_the_learning_rate_then_decays_to_zero() -> None:

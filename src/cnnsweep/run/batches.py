@@ -37,15 +37,42 @@ def epoch_positions(count: int, batch_size: int, seed: int, epoch: int, shuffle:
     return [order[start:start + batch_size] for start in range(0, count, batch_size)]
 
 
-def training_batches(x: Images, y: np.ndarray, batch_size: int, epochs: int, seed: int, shuffle: bool,
-                     first_epoch: int = 0) -> Generator[Batch, None, None]:
-    """Every epoch's batches from `first_epoch` (0-based) on, in one iterator: fit reads it with
-    steps_per_epoch, so Keras does not restart it at each epoch (which would repeat an order)."""
-    positions = (batch for epoch in range(first_epoch, epochs)
-                 for batch in epoch_positions(len(x), batch_size, seed, epoch, shuffle))
-    if isinstance(x, StreamedImages):
-        return read_ahead(positions, lambda batch: (x.read(batch), y[batch]))
-    return ((x[batch], y[batch]) for batch in positions)
+class TrainingBatches(keras.utils.PyDataset):
+    """The training split's batches one epoch at a time, the epoch set by fit's callback
+    (`FollowEpochs` in cnnsweep.run.training) before fit reads it. Each epoch's data ends with the epoch, so
+    a call running several steps (training.steps_per_execution) stops at the epoch's last batch instead of
+    reading into the next epoch's. A PyDataset for JAX and PyTorch (a streamed folder on reader threads);
+    TensorFlow reads `epoch_batches`."""
+
+    def __init__(self, x: Images, y: np.ndarray, batch_size: int, seed: int, shuffle: bool, epoch: int = 0) -> None:
+        streamed = isinstance(x, StreamedImages)
+        super().__init__(workers=STREAM_READERS if streamed else 1, use_multiprocessing=False,
+                         max_queue_size=STREAM_READ_AHEAD)
+        self.x, self.y, self.batch_size, self.seed, self.shuffle = x, y, batch_size, seed, shuffle
+        self.epoch = epoch  # 0-based
+        self._positions: tuple[int, list[np.ndarray]] = (-1, [])
+
+    def __len__(self) -> int:
+        return -(-len(self.x) // self.batch_size)
+
+    def positions(self) -> list[np.ndarray]:
+        """The current epoch's batches as positions (computed once per epoch)."""
+        if self._positions[0] != self.epoch:
+            self._positions = (self.epoch, epoch_positions(len(self.x), self.batch_size, self.seed, self.epoch,
+                                                           self.shuffle))
+        return self._positions[1]
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.read(self.positions()[index])
+
+    def read(self, positions: np.ndarray) -> Batch:
+        return (self.x.read(positions) if isinstance(self.x, StreamedImages) else self.x[positions]), self.y[positions]
+
+    def epoch_batches(self) -> Iterator[Batch]:
+        """The current epoch's batches in order (a streamed folder read ahead)."""
+        if isinstance(self.x, StreamedImages):
+            return read_ahead(iter(self.positions()), self.read)
+        return (self.read(batch) for batch in self.positions())
 
 
 def evaluation_batches(x: Images, y: np.ndarray, batch_size: int) -> Generator[Batch, None, None]:

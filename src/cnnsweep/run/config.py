@@ -196,6 +196,7 @@ class TrainingConfig:
     resume: bool  # continue from the run folder's checkpoint.keras (`cnnsweep rerun RUN_DIR --resume`)
     checkpoints: CheckpointPolicy
     steps_per_execution: int
+    eval_batch_size: Optional[int]  # validation and test batches; null: batch_size, as Keras' fit
 
 
 @dataclass
@@ -416,6 +417,7 @@ def _check_ranges(run: RunConfig) -> None:
     )
     _positive(training.epochs, "training.epochs", "the tutorial trains 5 epochs")
     _positive(training.batch_size, "training.batch_size", "the tutorial uses 32")
+    _positive(training.eval_batch_size, "training.eval_batch_size", "null uses training.batch_size", optional=True)
     _require(
         0 <= training.warmup_epochs < training.epochs,
         f"training.warmup_epochs={training.warmup_epochs}: must be at least 0 and below training.epochs "

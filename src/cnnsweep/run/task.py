@@ -63,6 +63,7 @@ class KerasTrainer:
               write_checkpoints: bool) -> TrainingResult:
         from cnnsweep.run.training import train  # imports Keras, so only after prepare()
 
+        hardware.freeze_imported_objects()
         return train(config, data, run_dir, show_progress_bar, on_epoch, restart_if_unresumable, skip_test,
                      write_checkpoints=write_checkpoints)
 

@@ -10,7 +10,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import keras
 import numpy as np
@@ -19,7 +19,7 @@ from cnnsweep.errors import ConfigError, DiskFull, TrainingError, first_line
 from cnnsweep.run import hardware
 from cnnsweep.run.backends import Placement
 from cnnsweep.run.backends.tensorflow import batch_pipeline
-from cnnsweep.run.batches import Images, InOrderBatches, evaluation_batches, training_batches
+from cnnsweep.run.batches import Images, InOrderBatches, TrainingBatches, evaluation_batches
 from cnnsweep.run.checkpoints import Checkpoint, Checkpoints, ResumePoint
 from cnnsweep.run.config import LrSchedule, OptimizerConfig, RunConfig, TrainingConfig
 from cnnsweep.run.data import Dataset
@@ -57,6 +57,13 @@ def build_optimizer(config: OptimizerConfig, rate: Any = None) -> keras.optimize
         return OPTIMIZER_CLASSES[config.name](learning_rate=config.lr if rate is None else rate, **config.options)
     except (TypeError, ValueError) as error:
         raise ConfigError(f"optimizer={config.name}: {first_line(error)}") from error
+
+
+class BatchSizes(NamedTuple):
+    """Global batch sizes: training's decides the updates; evaluation's only the speed of validation and test."""
+
+    train: int
+    evaluation: int
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -151,17 +158,28 @@ def random_state(model: keras.Model) -> dict[str, list[int]]:
 
 
 class BackendGeneratorsRestore(keras.callbacks.Callback):
-    """A resumed run's backend generators (PyTorch's), set just before its first batch: fit's data loader
-    draws from them as it starts, which the uninterrupted run did once, before epoch 1, not at this epoch."""
+    """A resumed run's backend generators (PyTorch's), set as its first epoch begins: each epoch's data
+    loader draws from them as it starts, as the uninterrupted run's did after the same state."""
 
     def __init__(self, state: dict[str, Any]) -> None:
         super().__init__()
         self.state: Optional[dict[str, Any]] = state
 
-    def on_train_batch_begin(self, batch: int, logs: Optional[dict[str, Any]] = None) -> None:
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
         if self.state is not None:
             hardware.restore_global_random_state(self.state)
             self.state = None
+
+
+class FollowEpochs(keras.callbacks.Callback):
+    """Points the training batches at the epoch fit is about to read (TrainingBatches)."""
+
+    def __init__(self, batches: TrainingBatches) -> None:
+        super().__init__()
+        self.batches = batches
+
+    def on_epoch_begin(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
+        self.batches.epoch = epoch
 
 
 class NanLossGuard(keras.callbacks.Callback):
@@ -203,6 +221,7 @@ def train(
     """
     placement = placement or hardware.placement(config.hardware)
     batch_size = config.training.batch_size * placement.replicas
+    eval_batch_size = (config.training.eval_batch_size or config.training.batch_size) * placement.replicas
     checkpoints = Checkpoints(run_dir)
     stopwatch = Stopwatch()
     with stopwatch.measure("build"):
@@ -218,7 +237,8 @@ def train(
     callbacks: list[keras.callbacks.Callback] = [recorder, checkpointer]
     if backend_state and point.restarted is None:
         callbacks.append(BackendGeneratorsRestore(backend_state))
-    train_seconds = fit(model, config, data, run_dir, batch_size, point.epoch, callbacks, show_progress_bar)
+    train_seconds = fit(model, config, data, run_dir, BatchSizes(batch_size, eval_batch_size), point.epoch, callbacks,
+                        show_progress_bar)
     for epoch, training_seconds, validation_seconds in recorder.phases:
         stopwatch.epoch(epoch, train=training_seconds, validate=validation_seconds,
                         checkpoint=checkpointer.seconds.get(epoch, 0.0))
@@ -229,7 +249,7 @@ def train(
     skipped = skip_test(metrics, recorder.stopped_early)
     if skipped is None:
         with stopwatch.measure("test"):
-            metrics.update(evaluate_test(model, data, batch_size))
+            metrics.update(evaluate_test(model, data, eval_batch_size))
     else:
         metrics["test_skipped"] = skipped
     with stopwatch.measure("save"):
@@ -266,7 +286,7 @@ def resume_point(model: keras.Model, checkpoints: Checkpoints, placement: Placem
     return point
 
 
-def fit(model: keras.Model, config: RunConfig, data: Dataset, run_dir: Path, batch_size: int, first_epoch: int,
+def fit(model: keras.Model, config: RunConfig, data: Dataset, run_dir: Path, batch_sizes: BatchSizes, first_epoch: int,
         callbacks: list[keras.callbacks.Callback], show_progress_bar: bool) -> float:
     """Train from `first_epoch` to training.epochs; returns the seconds it took. A NaN loss stops training
     at its batch and raises TrainingError."""
@@ -275,25 +295,24 @@ def fit(model: keras.Model, config: RunConfig, data: Dataset, run_dir: Path, bat
     callbacks = [nan_guard, *callbacks]
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / TENSORBOARD_DIR)))
-    batches = training_batches(data.x_train, data.y_train, batch_size, training.epochs, config.seed, training.shuffle,
-                               first_epoch)
-    validation = (evaluation_input(data.x_val, data.y_val, batch_size)
+    batches = TrainingBatches(data.x_train, data.y_train, batch_sizes.train, config.seed, training.shuffle, first_epoch)
+    callbacks = [FollowEpochs(batches), *callbacks]
+    validation = (evaluation_input(data.x_val, data.y_val, batch_sizes.evaluation)
                   if data.x_val is not None and data.y_val is not None else None)
     started = time.perf_counter()
     model.fit(
-        batch_pipeline(lambda: batches, data.x_train, data.y_train) if on_tensorflow() else batches,
+        batch_pipeline(batches.epoch_batches, data.x_train, data.y_train, count=len(batches)) if on_tensorflow()
+        else batches,
         epochs=training.epochs,
         initial_epoch=first_epoch,
-        steps_per_epoch=math.ceil(len(data.x_train) / batch_size),
         shuffle=False,  # `batches` is already reshuffled every epoch
         validation_data=validation,
-        validation_batch_size=batch_size if isinstance(validation, tuple) else None,
+        validation_batch_size=batch_sizes.evaluation if isinstance(validation, tuple) else None,
         callbacks=callbacks,
         verbose=1 if show_progress_bar else 0,
     )
-    # The batch iterator fit leaves unfinished (a stopped or pruned run) is freed now, not at exit: TensorFlow
+    # A batch generator fit leaves unfinished (a stopped or pruned run) is freed now, not at exit: TensorFlow
     # finalizes it by calling back into Python, which at exit prints an error after the run's last line.
-    batches.close()
     gc.collect()
     if nan_guard.stopped_at is not None:
         epoch, batch = nan_guard.stopped_at
