@@ -121,12 +121,24 @@ BAD_INPUTS = [
     (["+hydra.sweeper.sampler.n_candidates=8"],
      "hydra.sweeper.sampler: TPESampler got an unexpected keyword argument 'n_candidates'"),
     (["+hydra.sweeper.pruner_options.warmup=2"], "hydra.sweeper.pruner_options for pruner=median: "),
+    (["hydra.sweeper.pruner=hyperband"],  # quick.yaml's median options
+     "hydra.sweeper.pruner_options for pruner=hyperband: HyperbandPruner.__init__() got an unexpected keyword argument "
+     "'n_startup_trials'; give that pruner's own options, or hydra.sweeper.pruner_options=null for its defaults"),
     (["hydra/sweeper/sampler=motpe"], "hydra/sweeper/sampler=motpe: optuna "),
     (["hydra.sweeper.custom_search_space=nowhere.configure"],
      "hydra.sweeper.custom_search_space=nowhere.configure: cannot import it"),
     (["dataset.val_size=0"], "objective.metric=val_accuracy needs a validation hold-out; set dataset.val_size=N"),
     (["hydra.sweeper.metric=test_accuracy"], "hydra.sweeper.metric=test_accuracy: searches never optimise the test set"),
 ]
+
+
+def test_switching_pruners_on_the_command_line_drops_the_sweeps_pruner_options(run_cli, tiny_data: Path,
+                                                                               tmp_path: Path) -> None:
+    result = run_cli(*tiny_args(tiny_data, tmp_path), "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=hyperband",
+                     "hydra.sweeper.pruner_options=null", command=FAKE_RUN)
+    assert result.returncode == 0, result.stderr
+    study = json.loads((tmp_path / "sweep" / "study.json").read_text())
+    assert (study["pruner"], study["pruner_options"]) == ("hyperband", {})
 
 
 def test_bad_inputs_are_one_line_before_any_trial(tiny_data: Path, tmp_path: Path) -> None:

@@ -107,7 +107,7 @@ def study_spec(settings: OptunaSearchConf, job_config: DictConfig) -> StudySpec:
         if direction not in ("maximize", "minimize"):
             raise ConfigError(f"hydra.sweeper.direction={direction}: must be maximize or minimize")
     return StudySpec(settings.storage, settings.study_name, directions, metrics, settings.pruner,
-                     dict(settings.pruner_options), settings.heartbeat_interval, settings.grace_period,
+                     dict(settings.pruner_options or {}), settings.heartbeat_interval, settings.grace_period,
                      settings.test_top_k)
 
 

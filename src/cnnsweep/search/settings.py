@@ -157,7 +157,8 @@ class OptunaSearchConf:
     n_jobs: Optional[int] = None  # trials at once; null: as many as the launcher runs at once
     timeout: Optional[float] = None  # seconds: no trial starts later than this after the search began
     pruner: str = "median"  # median | hyperband | successive_halving | percentile | threshold | none
-    pruner_options: Dict[str, Any] = field(default_factory=dict)  # keyword arguments of the pruner class
+    # Keyword arguments of the pruner class; null: its defaults (what switching pruners on the command line needs)
+    pruner_options: Optional[Dict[str, Any]] = field(default_factory=dict)
     # Seconds between heartbeats of each running trial in an SQLite or PostgreSQL study: a trial silent for
     # grace_period (null: twice the interval) is failed and queued again by any worker of the study.
     # Null: off (journal storages have none; a sweep on the same host settles its dead trials at start).

@@ -139,7 +139,8 @@ class StudySpec:
         try:
             return pruner(**self.pruner_options)
         except TypeError as error:
-            raise ConfigError(f"hydra.sweeper.pruner_options for pruner={self.pruner}: {error}") from error
+            raise ConfigError(f"hydra.sweeper.pruner_options for pruner={self.pruner}: {error}; give that pruner's own "
+                              "options, or hydra.sweeper.pruner_options=null for its defaults") from error
 
 
 # Optuna 4.9 renamed the callback for trials whose heartbeat stopped.
