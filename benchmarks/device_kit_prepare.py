@@ -8,8 +8,8 @@ x86_64 and without their dependencies, the wheels of every distribution cnnsweep
 with hardware.backend=jax that the GPU machine lacks (KIT_DISTRIBUTIONS, at the versions installed here,
 so the device runs what CI tested), and copies the real MNIST beside them. Then, on the GPU machine,
 benchmarks/device_kit_run.py installs them offline and runs the GPU checks (README, "GPU machine").
-tests/test_device_kit.py checks that KIT_DISTRIBUTIONS and ON_DEVICE cover every distribution a JAX run
-and a search import.
+tests/test_device_kit.py checks that KIT_DISTRIBUTIONS and ON_DEVICE cover every distribution a search
+over JAX and PyTorch trials imports.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ commands, launchers and searches with tests/fake_run.py, which replaces only the
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -126,6 +127,12 @@ def write_npz(path: Path, n_train: int = 64, n_test: int = 32, shape: tuple[int,
     arrays.update(replace)
     np.savez(path, **arrays)
     return path
+
+
+def worker_of(job_dir: Path) -> tuple[str, int]:
+    """The backend a multirun job trained on and the pid of the (warm worker) process that ran it."""
+    devices = json.loads((job_dir / "environment.json").read_text())
+    return devices["devices"]["backend"], devices["pid"]
 
 
 def command_env(**extra: str) -> dict[str, str]:

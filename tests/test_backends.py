@@ -1,7 +1,8 @@
 """Every run feature on every Keras backend (hardware.backend: tensorflow, jax, torch), in real subprocess
 runs on a slice of the real MNIST: the run's records, the same history from the same config, a run killed
 with SIGKILL resumed to the history of an uninterrupted one, its model.keras loaded on another backend,
-and warm workers replaced when the next job's backend differs (a grid and a search)."""
+and warm workers replaced when the next job's backend differs (a grid here; a search over backends in
+tests/test_device_kit.py, where it runs as on the GPU machine)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import pandas as pd
 import pytest
 
 from cnnsweep.run.checkpoints import Checkpoints
-from conftest import RERUN, RUN, TINY_RUN, command_env
+from conftest import RERUN, RUN, TINY_RUN, command_env, worker_of
 
 pytestmark = pytest.mark.tensorflow  # trains real models (on whichever backend)
 
@@ -121,9 +121,6 @@ def test_steps_per_execution_on_jax_trains_exactly_each_epoch(run_cli, mnist_dir
     pd.testing.assert_frame_equal(three_steps, one_step)
 
 
-def worker_of(job_dir: Path) -> tuple[str, int]:
-    devices = json.loads((job_dir / "environment.json").read_text())
-    return devices["devices"]["backend"], devices["pid"]
 
 
 def test_a_grid_replaces_its_warm_worker_when_the_backend_changes(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
@@ -140,20 +137,3 @@ def test_a_grid_replaces_its_warm_worker_when_the_backend_changes(run_cli, mnist
     board = pd.read_csv(tmp_path / "grid" / "leaderboard.csv")
     assert set(board["status"]) == {"completed"}
     assert (board["test_accuracy"] > 0.15).all()  # above chance (0.1)
-
-
-def test_a_search_over_backends_runs_each_trial_on_its_own(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    search = run_cli("-m", "sweeps=quick", *TINY_RUN, "training.epochs=1", "dataset.val_size=128",
-                     "hydra.sweeper.n_trials=4", "hardware.backend=choice(jax,torch)",
-                     f"hydra.sweep.dir={tmp_path / 'search'}", f"hydra.sweeper.storage={storage}",
-                     env={"CNNSWEEP_DATA_DIR": str(mnist_dir), "KERAS_BACKEND": "jax"}, timeout=600)
-    assert search.returncode == 0, search.stderr[-3000:]
-    study = optuna.load_study(study_name="quick", storage=storage)
-    assert len(study.trials) == 4 and all(trial.state.is_finished() for trial in study.trials)
-    backends = [trial.params["hardware.backend"] for trial in study.trials]
-    assert set(backends) == {"jax", "torch"}  # trial 0 is the composed config's (KERAS_BACKEND); the seed picks torch
-    workers = [worker_of(tmp_path / "search" / str(trial.number)) for trial in study.trials]
-    assert [backend for backend, _ in workers] == backends
-    for (backend, pid), (next_backend, next_pid) in zip(workers, workers[1:]):
-        assert (pid == next_pid) == (backend == next_backend)

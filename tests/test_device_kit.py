@@ -1,7 +1,7 @@
 """The device kit (benchmarks/device_kit_prepare.py) carries what a GPU machine without TensorFlow and
-without internet lacks: a JAX run and a JAX search succeed in processes that can import only what that
-machine has (ON_DEVICE, with what those require) and the kit (KIT_DISTRIBUTIONS), and every distribution
-in the kit is imported by them (none travels for nothing)."""
+without internet lacks: a search over JAX and PyTorch trials succeeds in processes that can import only what
+that machine has (ON_DEVICE, with what those require) and the kit (KIT_DISTRIBUTIONS), and every
+distribution in the kit is imported by them (none travels for nothing)."""
 
 from __future__ import annotations
 
@@ -11,33 +11,37 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import optuna
 import pytest
 
-from conftest import ROOT, TINY_RUN
+from conftest import ROOT, TINY_RUN, worker_of
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from device_kit_prepare import KIT_DISTRIBUTIONS, ON_DEVICE  # noqa: E402
 
 pytestmark = pytest.mark.tensorflow  # trains real (JAX) models
 
-# Every Python process the commands start (sweep, warm workers) writes the modules it imported, at exit.
 # Every Python process the commands start (sweep, warm workers) sees only what the GPU machine would
 # have: the modules of every other installed distribution (TensorFlow among them: Keras imports it on any
 # backend where it can) are unimportable; and each process writes the modules it imported when it exits
 # (a warm worker ends with SIGTERM when its sweep exits: it dies with its parent, so that writes them too).
 DEVICE_ONLY = """
-import atexit, json, os, signal, sys
+import atexit, importlib.machinery, json, os, signal, sys
 
 BLOCKED = set(json.loads(os.environ["CNNSWEEP_BLOCKED_MODULES"]))
 
-class NotOnTheDevice:
-    def find_spec(self, name, path=None, target=None):
+# The path finder, finding nothing of a blocked distribution: as if it were not installed, so an import
+# fails and a probe (importlib.util.find_spec, as PyTorch makes for scikit-learn) answers None.
+class NotOnTheDevice(importlib.machinery.PathFinder):
+
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
         parts = name.split(".")
         if parts[0] in BLOCKED or ".".join(parts[:2]) in BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r} (not on the GPU machine)", name=name)
-        return None
+            return None
+        return super().find_spec(name, path, target)
 
-sys.meta_path.insert(0, NotOnTheDevice())
+sys.meta_path[:] = [NotOnTheDevice if finder is importlib.machinery.PathFinder else finder for finder in sys.meta_path]
 
 def _write_imports():
     modules = {name: getattr(module, "__file__", None) for name, module in list(sys.modules.items()) if module}
@@ -107,29 +111,40 @@ def blocked_modules(available: set[str]) -> list[str]:
 HYDRA_PLUGINS_HERE = {"hydra-optuna-sweeper"}
 
 
-def test_a_jax_run_and_search_need_only_the_device_and_the_kit(run_cli, mnist_dir: Path, tmp_path: Path) -> None:
+def test_a_search_over_jax_and_torch_needs_only_the_device_and_the_kit(run_cli, mnist_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    """Also the backends' search behaviour: each trial runs on the backend it drew, a warm worker per backend
+    in turn (replaced when the next trial's backend differs)."""
     kit = {normalized(name) for name in KIT_DISTRIBUTIONS}
     available = with_requirements(set(ON_DEVICE)) | kit | {"cnnsweep"} | HYDRA_PLUGINS_HERE
     (tmp_path / "device").mkdir()
     (tmp_path / "device" / "sitecustomize.py").write_text(DEVICE_ONLY)
     (tmp_path / "imports").mkdir()
-    env = {"CNNSWEEP_DATA_DIR": str(mnist_dir), "PYTHONPATH": str(tmp_path / "device"),
+    env = {"CNNSWEEP_DATA_DIR": str(mnist_dir), "PYTHONPATH": str(tmp_path / "device"), "KERAS_BACKEND": "jax",
            "CNNSWEEP_IMPORT_LOG": str(tmp_path / "imports"),
            "CNNSWEEP_BLOCKED_MODULES": json.dumps(blocked_modules(available))}
     assert "tensorflow" in json.loads(env["CNNSWEEP_BLOCKED_MODULES"])
-    single = run_cli(*TINY_RUN, "training.epochs=1", "hardware.backend=jax", f"hydra.run.dir={tmp_path / 'run'}",
-                     env=env)
-    assert single.returncode == 0, single.stderr[-3000:]
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     search = run_cli("-m", "sweeps=quick", *TINY_RUN, "training.epochs=1", "dataset.val_size=128",
-                     "hardware.backend=jax", "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={tmp_path / 'search'}",
-                     f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}", env=env, timeout=600)
+                     "hydra.sweeper.n_trials=4", "hardware.backend=choice(jax,torch)",
+                     f"hydra.sweep.dir={tmp_path / 'search'}", f"hydra.sweeper.storage={storage}", env=env,
+                     timeout=600)
     assert search.returncode == 0, search.stderr[-3000:]
 
+    study = optuna.load_study(study_name="quick", storage=storage)
+    assert len(study.trials) == 4 and all(trial.state.is_finished() for trial in study.trials)
+    backends = [trial.params["hardware.backend"] for trial in study.trials]
+    assert set(backends) == {"jax", "torch"}  # trial 0 is the composed config's (KERAS_BACKEND); the seed picks torch
+    workers = [worker_of(tmp_path / "search" / str(trial.number)) for trial in study.trials]
+    assert [backend for backend, _ in workers] == backends
+    for (backend, pid), (next_backend, next_pid) in zip(workers, workers[1:]):
+        assert (pid == next_pid) == (backend == next_backend)
+
     logs = [json.loads(path.read_text()) for path in (tmp_path / "imports").glob("*.json")]
-    assert len(logs) >= 3  # the run, the sweep and its warm worker
+    assert len(logs) >= 3  # the sweep and a warm worker per backend
     owners = distribution_files()
     imported = {owners[str(Path(file).resolve())] for log in logs for file in log.values()
                 if file and str(Path(file).resolve()) in owners}
-    assert {"jax", "keras", "optuna", "hydra-core", "sqlalchemy"} <= imported <= available
+    assert {"jax", "torch", "keras", "optuna", "hydra-core", "sqlalchemy"} <= imported <= available
     unused = kit - imported
     assert unused == set(), f"in the kit but never imported: {sorted(unused)}"

@@ -30,7 +30,7 @@ from cnnsweep.run.records import HISTORY_FILE, METRICS_FILE, MODEL_FILE
 
 log = logging.getLogger(__name__)
 
-FLUSH_SECONDS = 15.0  # what a finished run waits at most for its queued logging
+FLUSH_SECONDS = 60.0  # what a finished run waits at most for its queued logging (a loaded server: seconds)
 SINGLE_RUN_EXPERIMENT = "cnnsweep"
 # MLflow retries a failed request 7 times with growing pauses by default; a job's logging gives up sooner
 # (the user's own settings of these variables win).
