@@ -144,7 +144,10 @@ def test_switching_pruners_on_the_command_line_drops_the_sweeps_pruner_options(r
 def test_bad_inputs_are_one_line_before_any_trial(tiny_data: Path, tmp_path: Path) -> None:
     def attempt(case: int) -> subprocess.CompletedProcess:
         overrides, _ = BAD_INPUTS[case]
-        return subprocess.run([*FAKE_RUN, *tiny_args(tiny_data, tmp_path, folder=f"case{case}"), *overrides],
+        args = [arg if not arg.startswith("hydra.sweeper.storage=") else  # one each: SQLite's schema creation races
+                f"hydra.sweeper.storage=sqlite:///{tmp_path / f'case{case}.db'}"
+                for arg in tiny_args(tiny_data, tmp_path, folder=f"case{case}")]
+        return subprocess.run([*FAKE_RUN, *args, *overrides],
                               cwd=tmp_path, env=command_env(), capture_output=True, text=True, timeout=120)
 
     with ThreadPoolExecutor(4) as pool:  # independent processes, mostly start-up time
