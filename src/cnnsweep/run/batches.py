@@ -31,6 +31,11 @@ def epoch_order(count: int, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(count)
 
 
+def batch_count(count: int, batch_size: int) -> int:
+    """Batches in a pass over `count` examples: full batches, then one for the remainder."""
+    return -(-count // batch_size)
+
+
 def epoch_positions(count: int, batch_size: int, seed: int, epoch: int, shuffle: bool) -> list[np.ndarray]:
     """One epoch's batches as positions: full batches, then the remainder."""
     order = epoch_order(count, seed, epoch, shuffle)
@@ -45,15 +50,15 @@ class TrainingBatches(keras.utils.PyDataset):
     TensorFlow reads `epoch_batches`."""
 
     def __init__(self, x: Images, y: np.ndarray, batch_size: int, seed: int, shuffle: bool, epoch: int = 0) -> None:
-        streamed = isinstance(x, StreamedImages)
-        super().__init__(workers=STREAM_READERS if streamed else 1, use_multiprocessing=False,
+        self.streamed = isinstance(x, StreamedImages)
+        super().__init__(workers=STREAM_READERS if self.streamed else 1, use_multiprocessing=False,
                          max_queue_size=STREAM_READ_AHEAD)
         self.x, self.y, self.batch_size, self.seed, self.shuffle = x, y, batch_size, seed, shuffle
         self.epoch = epoch  # 0-based
         self._positions: tuple[int, list[np.ndarray]] = (-1, [])
 
     def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
+        return batch_count(len(self.x), self.batch_size)
 
     def positions(self) -> list[np.ndarray]:
         """The current epoch's batches as positions (computed once per epoch)."""
@@ -66,11 +71,11 @@ class TrainingBatches(keras.utils.PyDataset):
         return self.read(self.positions()[index])
 
     def read(self, positions: np.ndarray) -> Batch:
-        return (self.x.read(positions) if isinstance(self.x, StreamedImages) else self.x[positions]), self.y[positions]
+        return (self.x.read(positions) if self.streamed else self.x[positions]), self.y[positions]
 
     def epoch_batches(self) -> Iterator[Batch]:
         """The current epoch's batches in order (a streamed folder read ahead)."""
-        if isinstance(self.x, StreamedImages):
+        if self.streamed:
             return read_ahead(iter(self.positions()), self.read)
         return (self.read(batch) for batch in self.positions())
 
@@ -107,7 +112,7 @@ class InOrderBatches(keras.utils.PyDataset):
         self.x, self.y, self.batch_size = x, y, batch_size
 
     def __len__(self) -> int:
-        return -(-len(self.x) // self.batch_size)
+        return batch_count(len(self.x), self.batch_size)
 
     def __getitem__(self, index: int) -> Batch:
         positions = np.arange(index * self.batch_size, min((index + 1) * self.batch_size, len(self.x)))

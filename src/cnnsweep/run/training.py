@@ -19,7 +19,7 @@ from cnnsweep.errors import ConfigError, DiskFull, TrainingError, first_line
 from cnnsweep.run import hardware
 from cnnsweep.run.backends import Placement
 from cnnsweep.run.backends.tensorflow import batch_pipeline
-from cnnsweep.run.batches import Images, InOrderBatches, TrainingBatches, evaluation_batches
+from cnnsweep.run.batches import Images, InOrderBatches, TrainingBatches, batch_count, evaluation_batches
 from cnnsweep.run.checkpoints import Checkpoint, Checkpoints, ResumePoint
 from cnnsweep.run.config import LrSchedule, OptimizerConfig, RunConfig, TrainingConfig
 from cnnsweep.run.data import Dataset
@@ -261,7 +261,7 @@ def train(
 
 def compiled_model(config: RunConfig, data: Dataset, placement: Placement, batch_size: int) -> keras.Model:
     """The configured model, compiled in the placement's scope with its optimizer and learning-rate schedule."""
-    steps_per_epoch = math.ceil(len(data.x_train) / batch_size)
+    steps_per_epoch = batch_count(len(data.x_train), batch_size)
     with placement.scope():
         model = build_model(config.model, data.input_shape, data.num_classes, config.augment)
         model.compile(
@@ -331,7 +331,7 @@ def evaluation_input(x: Images, y: np.ndarray, batch_size: int) -> Any:
     """What fit validates on and evaluate tests on, in order: a tf.data pipeline on TensorFlow (see
     batch_pipeline), a streamed folder's batches, else the (x, y) arrays."""
     if on_tensorflow():
-        return batch_pipeline(lambda: evaluation_batches(x, y, batch_size), x, y, count=math.ceil(len(x) / batch_size))
+        return batch_pipeline(lambda: evaluation_batches(x, y, batch_size), x, y, count=batch_count(len(x), batch_size))
     if isinstance(x, StreamedImages):
         return InOrderBatches(x, y, batch_size)
     return x, y
