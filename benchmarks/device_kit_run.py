@@ -10,7 +10,7 @@ time limit and log:
   2. the tutorial (src/run.py, 5 epochs, hardware=gpu) on jax and on torch: seconds per epoch (the first,
      which compiles, apart) and test accuracy;
   3. packing: a 16-trial grid of tutorial-sized trials (1 epoch each, seeds 0-15) on the faster backend
-     with launcher=parallel at launcher.jobs_per_gpu 1, 2, 4 and 8: trials per hour, GPU utilisation and
+     with launcher=parallel at launcher.jobs_per_gpu 1, 2, 4, 8 and auto: trials per hour, GPU utilisation and
      memory sampled by nvidia-smi, failures, mean test accuracy.
 It writes table.md (the README's table), results.json and logs.tar.gz to --out. Targets: the tutorial at
 3 s per epoch or less on the faster backend; at least 4x the trials per hour of one trial per GPU.
@@ -30,13 +30,13 @@ import threading
 import time
 from pathlib import Path
 from statistics import mean
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 ROOT = Path(__file__).resolve().parents[1]
 KIT = ROOT / "device_kit"
 BUDGET_S = 540.0  # the device tool runs a command for 10 minutes at most
 BACKENDS = ("jax", "torch")
-PACKING = (1, 2, 4, 8)
+PACKING = (1, 2, 4, 8, "auto")
 MACHINE_PROBE = ("nvidia-smi; python3 -m pip list 2>/dev/null | grep -iE "
                  "'^(jax|jaxlib|torch|numpy|keras|hydra|optuna) '; python3 -c 'import jax; print(jax.devices())'; "
                  "python3 -c 'import torch; print(torch.cuda.is_available())'")
@@ -133,7 +133,7 @@ def tutorial(steps: Steps, backend: str, settings: list[str]) -> dict[str, Any]:
             "test_accuracy": record["test_accuracy"], "device": devices.get("device"), "gpus": devices.get("gpus")}
 
 
-def packing(steps: Steps, backend: str, jobs_per_gpu: int, settings: list[str], gpus: str,
+def packing(steps: Steps, backend: str, jobs_per_gpu: Union[int, str], settings: list[str], gpus: str,
             sample_gpu: bool) -> dict[str, Any]:
     sweep = steps.work / f"pack-{jobs_per_gpu}"
     started = time.monotonic()
@@ -145,7 +145,12 @@ def packing(steps: Steps, backend: str, jobs_per_gpu: int, settings: list[str], 
     wall = time.monotonic() - started
     records = [json.loads(path.read_text()) for path in sweep.glob("*/metrics.json")]
     completed = [record for record in records if record.get("status") == "completed"]
-    return {"jobs_per_gpu": jobs_per_gpu, "ok": result is not None and result.returncode == 0, "wall_s": wall,
+    schedule = sweep / "schedule.jsonl"
+    jobs = [json.loads(line) for line in schedule.read_text().splitlines()] if schedule.exists() else []
+    peaks = [job["gpu_peak_bytes"] for job in jobs if job.get("gpu_peak_bytes")]
+    return {"jobs_per_gpu": jobs_per_gpu,
+            "caps": sorted({job["gpu_share"] for job in jobs if job.get("gpu_share")}, reverse=True),
+            "job_peak_mib": max(peaks) / 2**20 if peaks else None, "ok": result is not None and result.returncode == 0, "wall_s": wall,
             "completed": len(completed), "failed": len(records) - len(completed),
             "trials_per_hour": 3600 * len(completed) / wall if completed else 0.0,
             "test_accuracy": mean(record["test_accuracy"] for record in completed) if completed else None,
@@ -168,6 +173,8 @@ def table(machine: str, tutorials: list[dict], packs: list[dict], notes: list[st
         accuracy = "-" if pack["test_accuracy"] is None else f"{pack['test_accuracy']:.4f}"
         lines.append(f"| {pack['jobs_per_gpu']} | {pack['completed']} | {pack['failed']} | {pack['wall_s']:.0f} | "
                      f"{pack['trials_per_hour']:.0f} | {gain} | {utilisation} | {memory} | {accuracy} |")
+    notes = [*notes, *(f"jobs_per_gpu={pack['jobs_per_gpu']}: memory caps {pack['caps']} of a GPU, a job's peak "
+                       f"{pack['job_peak_mib']} MiB" for pack in packs if pack["jobs_per_gpu"] == "auto")]
     return "\n".join([*lines, "", *(f"- {note}" for note in notes)]) + "\n"
 
 
@@ -192,7 +199,7 @@ def main() -> None:
             sys.exit("error: set CNNSWEEP_DATA_DIR to a folder holding mnist.npz")
         tutorial_settings = ["hardware=cpu", "training.epochs=2", "dataset.max_train=512", "dataset.max_test=256"]
         pack_settings = ["seed=range(4)", "training.epochs=1", "dataset.max_train=512", "dataset.max_test=256"]
-        gpus, packing_levels = "[fake0]", PACKING[:2]
+        gpus, packing_levels = "[fake0]", (1, "auto")
     else:
         site = install(work)
         env.update(PYTHONPATH=os.pathsep.join([str(site), str(ROOT / "src")]), CNNSWEEP_DATA_DIR=str(KIT / "data"))
@@ -207,7 +214,6 @@ def main() -> None:
     fastest = min(done, key=lambda run: run["later_epoch_s"])["backend"] if done else "jax"
     packs = [packing(steps, fastest, level, pack_settings, gpus, not args.rehearse) for level in packing_levels]
     steps.notes.append(f"packing ran on {fastest}, the backend with the faster later epochs")
-    steps.notes.append("launcher.jobs_per_gpu=auto is not built yet")
     machine = machine_description(steps, not args.rehearse)
     (args.out / "results.json").write_text(json.dumps({"machine": machine, "tutorials": tutorials, "packing": packs,
                                                        "notes": steps.notes}, indent=2) + "\n")

@@ -18,6 +18,7 @@ import optuna
 import pytest
 
 from cnnsweep.launch.devices import SLOT_ENV, THREADS_ENV, plan_slots, visible_gpus
+from cnnsweep.launch.packing import USABLE
 from cnnsweep.run.slot import GPU_SHARE_ENV
 from cnnsweep.errors import ConfigError
 from conftest import FAKE_RUN, TINY_RUN, command_env, error_lines
@@ -125,26 +126,34 @@ def test_jobs_per_gpu_deals_capped_slots_round_the_gpus(jobs, gpus, jobs_per_gpu
 
 
 @pytest.mark.tensorflow
-def test_a_job_out_of_its_gpu_share_fails_alone_naming_jobs_per_gpu(run_cli, mnist_dir, tmp_path) -> None:
-    """Two jobs share fake GPU g0 (launcher.jobs_per_gpu=2), each told its half before its backend starts;
-    the one whose model cannot be allocated (a 10^9-unit dense layer: PyTorch's allocator refuses the
-    hundreds of GB) fails with one line naming launcher.jobs_per_gpu, the other completes."""
+@pytest.mark.parametrize(("jobs_per_gpu", "share"), [(2, 0.5), ("auto", USABLE)])
+def test_a_job_out_of_its_gpu_share_fails_alone_naming_jobs_per_gpu(run_cli, mnist_dir, tmp_path, jobs_per_gpu,
+                                                                   share: float) -> None:
+    """Two jobs share fake GPU g0, each told its share before its backend starts: with jobs_per_gpu=2 half of
+    it each, at once; with auto one at a time with the whole usable part, since no job measures GPU memory
+    on the CPU. The one whose model cannot be allocated (a 10^9-unit dense layer: PyTorch's allocator refuses
+    the hundreds of GB) fails with one line naming launcher.jobs_per_gpu, the other completes."""
     sweep_dir = tmp_path / "grid"
-    result = run_cli("-m", "launcher=parallel", "launcher.gpus=[g0]", "launcher.jobs_per_gpu=2", *TINY_RUN,
-                     "training.epochs=1", "hardware.backend=torch", "model.dense_units=16,1000000000",
+    result = run_cli("-m", "launcher=parallel", "launcher.gpus=[g0]", f"launcher.jobs_per_gpu={jobs_per_gpu}",
+                     *TINY_RUN, "training.epochs=1", "hardware.backend=torch", "model.dense_units=16,1000000000",
                      f"hydra.sweep.dir={sweep_dir}", env={"CNNSWEEP_DATA_DIR": str(mnist_dir)}, timeout=600)
     schedule = sorted(read_schedule(sweep_dir), key=lambda job: job["job"])
-    assert [(job["gpu"], job["gpu_share"], job["status"]) for job in schedule] == [("g0", 0.5, "completed"),
-                                                                                  ("g0", 0.5, "failed")]
+    assert [(job["gpu"], job["gpu_share"], job["status"]) for job in schedule] == [("g0", share, "completed"),
+                                                                                  ("g0", share, "failed")]
     fine, starved = (json.loads((sweep_dir / str(job) / "metrics.json").read_text()) for job in (0, 1))
     assert fine["status"] == "completed" and fine["test_accuracy"] is not None
-    assert starved["status"] == "failed" and starved["error"] == (
-        "out of memory on GPU g0, where this job may use 0.5 of the memory (launcher.jobs_per_gpu=2); lower "
-        "launcher.jobs_per_gpu or training.batch_size")
-    assert "out of memory on GPU g0" in result.stdout + result.stderr
+    assert starved["status"] == "failed" and starved["out_of_memory"] is True and starved["error"] == (
+        f"out of memory on GPU g0, where this job may use {share:.2g} of the memory (launcher.jobs_per_gpu="
+        f"{jobs_per_gpu}); lower launcher.jobs_per_gpu or training.batch_size")
+    output = result.stdout + result.stderr
+    assert "out of memory on GPU g0" in output
     devices = json.loads((sweep_dir / "0" / "environment.json").read_text())["devices"]
     assert (devices["backend"], devices["cuda_visible_devices"], devices["launcher_gpu_share"]) == \
-        ("torch", "g0", "0.5")
+        ("torch", "g0", f"{share:.6g}")
+    if jobs_per_gpu == "auto":
+        first, second = schedule
+        assert first["end"] <= second["start"] or second["end"] <= first["start"]  # one at a time
+        assert "measured no GPU memory (it ran on the CPU); one job per GPU" in output
 
 
 def test_jobs_per_gpu_must_be_a_positive_number() -> None:

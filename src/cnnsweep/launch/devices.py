@@ -5,6 +5,8 @@ starts with: `CUDA_VISIBLE_DEVICES` naming exactly one GPU (so the backend in th
 CNNSWEEP_CPU_THREADS, the job's share of the cores, and with launcher.jobs_per_gpu=N, CNNSWEEP_GPU_SHARE,
 the 1/N of the GPU's memory its backend is capped at before it starts (cnnsweep.run.backends). A slot runs
 one job at a time, so at most N running jobs share a GPU, and a slot that frees up takes the next job at once.
+With launcher.jobs_per_gpu=auto the slots and their caps follow the jobs' measured memory instead
+(cnnsweep.launch.packing).
 
 GPU ids are plain strings and never checked against hardware here, so the scheduling can be proven on a
 machine without GPUs by giving fake ids (`launcher.gpus=[0,1,2,3]`).
@@ -13,13 +15,14 @@ machine without GPUs by giving fake ids (`launcher.gpus=[0,1,2,3]`).
 from __future__ import annotations
 
 import os
+import queue
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Protocol, Sequence
 
 from cnnsweep.errors import ConfigError, first_line
-from cnnsweep.run.slot import GPU_SHARE_ENV, SLOT_ENV, THREADS_ENV
+from cnnsweep.run.slot import GPU_SHARE_ENV, JOBS_PER_GPU_ENV, SLOT_ENV, THREADS_ENV
 
 # Jobs at once without GPUs when launcher.jobs is null: two single-thread jobs beat one two-thread job
 # on this model (benchmarks/parallel_jobs.py); more rarely pays, since each job holds its own copy of the data.
@@ -32,6 +35,7 @@ class Slot:
     gpu: Optional[str]  # the one GPU id its jobs see; "" hides every GPU; None leaves the GPUs alone
     threads: Optional[int]  # CPU threads per job; None leaves the backend's default (all cores)
     gpu_share: Optional[float] = None  # the fraction of its GPU's memory a job may use; None: no cap
+    packed: bool = False  # its GPU share follows measured memory (launcher.jobs_per_gpu=auto)
 
     def environment(self) -> dict[str, str]:
         env = {SLOT_ENV: str(self.index)}
@@ -39,6 +43,8 @@ class Slot:
             env["CUDA_VISIBLE_DEVICES"] = self.gpu
         if self.gpu_share is not None:
             env[GPU_SHARE_ENV] = f"{self.gpu_share:.6g}"
+        if self.packed:
+            env[JOBS_PER_GPU_ENV] = "auto"
         if self.threads is not None:
             env[THREADS_ENV] = str(self.threads)
             env["OMP_NUM_THREADS"] = str(self.threads)
@@ -104,11 +110,10 @@ def plan_slots(jobs: Optional[int], gpus: Any, cores: Optional[int] = None, jobs
     split evenly when more than one job runs at once."""
     ids = gpu_ids(gpus)
     cores = cores or usable_cores()
-    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
-        raise ConfigError(f"launcher.jobs={jobs}: must be a positive number of jobs at once, or null")
+    check_jobs(jobs)
     if isinstance(jobs_per_gpu, bool) or not isinstance(jobs_per_gpu, int) or jobs_per_gpu < 1:
         raise ConfigError(f"launcher.jobs_per_gpu={jobs_per_gpu}: must be a positive number of jobs sharing each "
-                          "GPU (1: a GPU per job)")
+                          "GPU (1: a GPU per job), or auto (as many as their measured memory lets fit)")
     share = 1 / jobs_per_gpu if jobs_per_gpu > 1 else None
     if ids:
         places = len(ids) * jobs_per_gpu
@@ -127,3 +132,39 @@ def plan_slots(jobs: Optional[int], gpus: Any, cores: Optional[int] = None, jobs
         gpu_for = ["" if hide else None] * count  # type: ignore[list-item]
     threads = max(1, cores // count) if count > 1 else None
     return [Slot(index, gpu_for[index], threads, share if gpu_for[index] else None) for index in range(count)]
+
+
+def check_jobs(jobs: Optional[int]) -> None:
+    if jobs is not None and (isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1):
+        raise ConfigError(f"launcher.jobs={jobs}: must be a positive number of jobs at once, or null")
+
+
+class SlotAllocator(Protocol):
+    """Where the next job runs: FixedSlots, or cnnsweep.launch.packing.GpuPacking (chosen by
+    cnnsweep.launch.process_launcher.slot_allocator)."""
+
+    @property
+    def slots(self) -> list[Slot]:
+        """Every slot a job may get; as many as jobs may run at once."""
+
+    def acquire(self, alone: bool = False) -> Slot:
+        """A free slot, waiting for one; `alone`: a GPU to itself (only GpuPacking tells them apart)."""
+
+    def release(self, slot: Slot, job: int, peak_bytes: Optional[int]) -> None:
+        """The job that ran in `slot` has ended, having held at most `peak_bytes` of GPU memory."""
+
+
+class FixedSlots:
+    """The slots plan_slots planned, each running one job at a time; safe to use from several threads."""
+
+    def __init__(self, slots: Sequence[Slot]) -> None:
+        self.slots = list(slots)
+        self._free: "queue.Queue[Slot]" = queue.Queue()
+        for slot in self.slots:
+            self._free.put(slot)
+
+    def acquire(self, alone: bool = False) -> Slot:
+        return self._free.get()
+
+    def release(self, slot: Slot, job: int, peak_bytes: Optional[int]) -> None:
+        self._free.put(slot)

@@ -103,6 +103,12 @@ class Worker:
         self._commands: Any = None
         self._replies: Any = None
 
+    def use_environment(self, env: dict[str, str]) -> None:
+        """Start the next job's process with `env`: the current process ends first when it had another."""
+        if env != self.env:
+            self.stop()
+            self.env = env
+
     def run(self, hydra_context: HydraContext, task_function: TaskFunction, job_config: DictConfig,
             control_dir: Path, key: Any = None) -> JobOutcome:
         """Run the job in this worker (a fresh process when it has none, or when `key`, the settings a

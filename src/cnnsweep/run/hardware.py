@@ -20,7 +20,7 @@ from typing import Any, Optional
 from cnnsweep.errors import ConfigError, OutOfMemory, first_line
 from cnnsweep.run.backends import BACKENDS, Placement
 from cnnsweep.run.config import HardwareConfig, RunConfig
-from cnnsweep.run.slot import gpu_share, launcher_assignment, thread_counts
+from cnnsweep.run.slot import JOBS_PER_GPU_ENV, gpu_share, launcher_assignment, thread_counts, visible_gpu
 
 # The hardware settings a backend fixes once per process (the backend itself, visible devices, memory
 # growth, thread pools, the strategy's devices, XLA's determinism flags): a warm worker runs a job only
@@ -60,6 +60,7 @@ def configure(config: HardwareConfig, seed: int) -> dict[str, Any]:
 
     module = _backend_module(config.backend)
     devices = module.configure(config, *thread_counts(config))
+    module.reset_gpu_memory_peak()  # each job of a warm worker measures its own (launcher.jobs_per_gpu=auto)
     keras.backend.clear_session()  # a warm worker's previous job leaves no model, graph or layer names
     keras.mixed_precision.set_global_policy(config.precision.value)
     keras.utils.set_random_seed(seed)
@@ -84,6 +85,14 @@ def freeze_imported_objects() -> None:
 def placement(config: HardwareConfig) -> Placement:
     """The devices a model trains on (hardware.distribution) and the scope to build it in."""
     return _backend_module(config.backend).placement(config)
+
+
+def peak_gpu_memory() -> Optional[int]:
+    """The most GPU memory this job held at once, in bytes (None on the CPU): what
+    launcher.jobs_per_gpu=auto packs the next jobs by."""
+    import keras
+
+    return _backend_module(keras.config.backend()).peak_gpu_memory()
 
 
 def global_random_state() -> dict[str, Any]:
@@ -118,8 +127,8 @@ def out_of_memory(error: BaseException) -> Optional[OutOfMemory]:
         return None
     share = gpu_share()
     if share is not None:
-        gpu = os.environ.get("CUDA_VISIBLE_DEVICES", "?")
-        return OutOfMemory(f"out of memory on GPU {gpu}, where this job may use {share:.2g} of the memory "
-                           f"(launcher.jobs_per_gpu={round(1 / share)}); lower launcher.jobs_per_gpu or "
+        setting = os.environ.get(JOBS_PER_GPU_ENV) or str(round(1 / share))
+        return OutOfMemory(f"out of memory on GPU {visible_gpu()}, where this job may use {share:.2g} of the memory "
+                           f"(launcher.jobs_per_gpu={setting}); lower launcher.jobs_per_gpu or "
                            "training.batch_size")
     return OutOfMemory(f"out of memory ({first_line(error)[:160]}); lower training.batch_size or the model's size")

@@ -5,6 +5,7 @@ started with (cnnsweep.launch.devices writes it), read here for every backend.
 from __future__ import annotations
 
 import os
+import subprocess
 from typing import Any, Optional
 
 from cnnsweep.errors import ConfigError
@@ -15,6 +16,7 @@ from cnnsweep.run.config import HardwareConfig
 SLOT_ENV = "CNNSWEEP_SLOT"
 THREADS_ENV = "CNNSWEEP_CPU_THREADS"
 GPU_SHARE_ENV = "CNNSWEEP_GPU_SHARE"
+JOBS_PER_GPU_ENV = "CNNSWEEP_JOBS_PER_GPU"  # launcher.jobs_per_gpu as set (a number or auto), for its errors
 
 
 def launcher_assignment() -> dict[str, Any]:
@@ -24,6 +26,7 @@ def launcher_assignment() -> dict[str, Any]:
         "launcher_slot": os.environ.get(SLOT_ENV),
         "launcher_cpu_threads": os.environ.get(THREADS_ENV),
         "launcher_gpu_share": os.environ.get(GPU_SHARE_ENV),
+        "launcher_jobs_per_gpu": os.environ.get(JOBS_PER_GPU_ENV),
         "cpu_count": os.cpu_count(),
     }
 
@@ -62,3 +65,19 @@ def slot_cores(threads: int) -> set[int]:
     slot = int(os.environ.get(SLOT_ENV) or 0)
     start = slot * threads
     return {usable[(start + offset) % len(usable)] for offset in range(min(threads, len(usable)))}
+
+
+def visible_gpu() -> str:
+    """The GPU a job of the process launcher sees: its slot's, the first of CUDA_VISIBLE_DEVICES."""
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
+
+
+def gpu_memory_mb(gpu: str) -> int:
+    """GPU `gpu`'s memory in MB, from nvidia-smi: the whole of it, whatever any process has taken (the
+    launcher plans shares of it; TensorFlow takes its cap in MB)."""
+    command = ["nvidia-smi", f"--id={gpu}", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
+    try:
+        return int(subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout.split()[0])
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as error:
+        raise ConfigError(f"launcher.jobs_per_gpu: cannot read GPU {gpu}'s memory with nvidia-smi ({error}); "
+                          "fix the NVIDIA driver or set launcher.jobs_per_gpu=1") from error

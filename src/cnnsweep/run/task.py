@@ -20,7 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from cnnsweep.errors import CnnsweepError, DiskFull, RunFailed
+from cnnsweep.errors import CnnsweepError, DiskFull, OutOfMemory, RunFailed
 from cnnsweep.project import PROJECT_ROOT
 from cnnsweep.run import hardware
 from cnnsweep.run.checkpoints import skips_checkpoints
@@ -96,7 +96,8 @@ def run_task(cfg: DictConfig, trainer: Trainer, reporter: ReporterFactory = no_r
         error = hardware.out_of_memory(raised) or raised
         expected = isinstance(error, CnnsweepError)
         message = str(error) if expected else f"{type(error).__name__}: {error}"
-        record.fail(message, **(error.measured if isinstance(error, DiskFull) else {}))
+        record.fail(message, **(error.measured if isinstance(error, DiskFull) else {}),
+                    **({"out_of_memory": True} if isinstance(error, OutOfMemory) else {}))
         if not in_multirun:
             raise RunFailed(error) from raised
         log.error("%srun failed: %s", prefix, message, exc_info=not expected)

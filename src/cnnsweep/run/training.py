@@ -252,6 +252,9 @@ def train(
             metrics.update(evaluate_test(model, data, eval_batch_size))
     else:
         metrics["test_skipped"] = skipped
+    peak = hardware.peak_gpu_memory()
+    if peak is not None:
+        metrics["gpu_peak_bytes"] = peak
     with stopwatch.measure("save"):
         finish(model, config, run_dir, metrics)
         checkpoints.remove()  # model.keras holds the end state now

@@ -23,14 +23,13 @@ ConfigStore.instance().store(group="hydra/launcher", name="cnnsweep_process", no
 
 class ProcessLauncher(Launcher):
     def __init__(self, **settings: Any) -> None:
-        from cnnsweep.launch.devices import plan_slots
         from cnnsweep.launch.job_process import worker_limits
-        from cnnsweep.launch.process_launcher import SlotPool
+        from cnnsweep.launch.process_launcher import SlotPool, slot_allocator
 
         plain = {key: OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
                  for key, value in settings.items()}
         conf = ProcessLauncherConf(**plain)  # the defaults of settings not given
-        self.pool = SlotPool(plan_slots(conf.jobs, conf.gpus, jobs_per_gpu=conf.jobs_per_gpu),
+        self.pool = SlotPool(slot_allocator(conf.jobs, conf.gpus, conf.jobs_per_gpu),
                              worker_limits(conf.jobs_per_worker, conf.job_timeout_min, conf.worker_max_memory_gb))
 
     @property

@@ -14,6 +14,7 @@ from cnnsweep.run.backends import Placement, no_gpu
 from cnnsweep.run.config import Device, Distribution, HardwareConfig
 from cnnsweep.run.slot import gpu_share, slot_cores
 
+GPU_PLATFORMS = ("gpu", "cuda", "rocm")
 DETERMINISTIC_GPU_FLAG = "--xla_gpu_deterministic_ops=true"
 # The cap on the part of GPU memory JAX may use: jaxlib 0.10 renamed it, and refuses both names at once.
 MEMORY_FRACTION_NAMES = ("XLA_CLIENT_MEM_FRACTION", "XLA_PYTHON_CLIENT_MEM_FRACTION")
@@ -51,7 +52,7 @@ def configure(config: HardwareConfig, intra_op: Optional[int], inter_op: Optiona
     import jax
 
     devices = jax.devices()
-    gpus = [device for device in devices if device.platform in ("gpu", "cuda", "rocm")]
+    gpus = [device for device in devices if device.platform in GPU_PLATFORMS]
     if config.device is Device.gpu and not gpus:
         raise no_gpu("JAX", "install JAX with CUDA (`pip install 'jax[cuda12]'`)")
     return {
@@ -61,6 +62,19 @@ def configure(config: HardwareConfig, intra_op: Optional[int], inter_op: Optiona
         "intra_op_threads": len(os.sched_getaffinity(0)),  # the cores XLA's thread pool is sized by
         "inter_op_threads": None,
     }
+
+
+def peak_gpu_memory() -> Optional[int]:
+    """The most GPU memory this process's JAX held at once (bytes), None on the CPU. JAX cannot reset the
+    count, so in a warm worker it is the largest of the jobs it ran: never an underestimate."""
+    import jax
+
+    stats = [device.memory_stats() for device in jax.local_devices() if device.platform in GPU_PLATFORMS]
+    return max((int(stat["peak_bytes_in_use"]) for stat in stats if stat and "peak_bytes_in_use" in stat), default=None)
+
+
+def reset_gpu_memory_peak() -> None:
+    pass  # see peak_gpu_memory
 
 
 def global_random_state() -> dict[str, Any]:

@@ -4,14 +4,11 @@ for hardware=multi_gpu."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Optional
 
-from cnnsweep.errors import ConfigError
 from cnnsweep.run.backends import Placement, no_gpu, set_once
 from cnnsweep.run.config import Device, Distribution, HardwareConfig
-from cnnsweep.run.slot import gpu_share
+from cnnsweep.run.slot import gpu_memory_mb, gpu_share, visible_gpu
 
 if TYPE_CHECKING:  # cnnsweep.run.batches imports Keras, which must not start before `environment` has run
     import numpy as np
@@ -38,7 +35,7 @@ def configure(config: HardwareConfig, intra_op: Optional[int], inter_op: Optiona
     share = gpu_share()
     if share is not None:  # a logical device per GPU, capped at the slot's share (memory growth then does not apply)
         for gpu in gpus:
-            limit = tf.config.LogicalDeviceConfiguration(memory_limit=int(gpu_memory_mb() * share))
+            limit = tf.config.LogicalDeviceConfiguration(memory_limit=int(gpu_memory_mb(visible_gpu()) * share))
             set_once(tf.config.get_logical_device_configuration(gpu), [limit],
                      lambda value, gpu=gpu: tf.config.set_logical_device_configuration(gpu, value),
                      "launcher.jobs_per_gpu", "TensorFlow")
@@ -65,15 +62,20 @@ def configure(config: HardwareConfig, intra_op: Optional[int], inter_op: Optiona
     }
 
 
-def gpu_memory_mb() -> int:
-    """The memory of the one GPU this job sees (its slot's), from nvidia-smi: TensorFlow takes the cap in MB."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]
-    command = ["nvidia-smi", f"--id={visible}", "--query-gpu=memory.total", "--format=csv,noheader,nounits"]
-    try:
-        return int(subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout.split()[0])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as error:
-        raise ConfigError(f"launcher.jobs_per_gpu: cannot read GPU {visible}'s memory with nvidia-smi ({error}); "
-                          "fix the NVIDIA driver or set launcher.jobs_per_gpu=1") from error
+def peak_gpu_memory() -> Optional[int]:
+    """The most GPU memory this job's TensorFlow held at once (bytes; the largest over its GPUs), None on
+    the CPU. reset_gpu_memory_peak starts each job's count."""
+    import tensorflow as tf
+
+    gpus = [device.name.split("device:")[-1] for device in tf.config.list_logical_devices("GPU")]
+    return max((tf.config.experimental.get_memory_info(gpu)["peak"] for gpu in gpus), default=None)
+
+
+def reset_gpu_memory_peak() -> None:
+    import tensorflow as tf
+
+    for device in tf.config.list_logical_devices("GPU"):
+        tf.config.experimental.reset_memory_stats(device.name.split("device:")[-1])
 
 
 def global_random_state() -> dict[str, Any]:

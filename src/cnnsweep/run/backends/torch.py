@@ -47,6 +47,20 @@ def configure(config: HardwareConfig, intra_op: Optional[int], inter_op: Optiona
     }
 
 
+def peak_gpu_memory() -> Optional[int]:
+    """The most GPU memory PyTorch's allocator reserved at once for this job (bytes), None on the CPU."""
+    import torch
+
+    return int(torch.cuda.max_memory_reserved(0)) if torch.cuda.is_initialized() else None
+
+
+def reset_gpu_memory_peak() -> None:
+    import torch
+
+    if torch.cuda.is_initialized():
+        torch.cuda.reset_peak_memory_stats(0)
+
+
 def global_random_state() -> dict[str, Any]:
     """torch's global generators (CPU, and each GPU's once CUDA started): Keras' Dropout without a seed
     draws its masks from them on this backend, so a resumed run needs them to continue the same sequence."""
