@@ -135,11 +135,11 @@ class EpochCheckpoint(keras.callbacks.Callback):
 
 
 def checkpoint_loader(model: keras.Model, backend_state: dict[str, Any]) -> Callable[[Checkpoint], None]:
-    """Loads a checkpoint into `model`: weights, optimizer state, the model's random-generator state; the
-    backend's own generators' state goes to `backend_state`, for BackendGeneratorsRestore."""
+    """Loads a checkpoint into `model` (compiled_model's, its optimizer built): weights, optimizer state, the
+    model's random-generator state; the backend's own generators' state goes to `backend_state`, for
+    BackendGeneratorsRestore."""
 
     def load(checkpoint: Checkpoint) -> None:
-        model.optimizer.build(model.trainable_variables)  # else Keras skips the saved optimizer state
         model.load_weights(checkpoint.model_path)
         saved = checkpoint.state.get("random_state", {})
         for variable in model.variables:  # load_weights leaves the dropout generators' counters at 0
@@ -275,6 +275,10 @@ def compiled_model(config: RunConfig, data: Dataset, placement: Placement, batch
             jit_compile=config.hardware.jit_compile,
             steps_per_execution=config.training.steps_per_execution,
         )
+        # The optimizer's variables made now, eagerly: made while fit traces its first step, they cost each
+        # new model (each trial of a search) more time; and load_weights restores a checkpoint's optimizer
+        # state only into a built optimizer
+        model.optimizer.build(model.trainable_variables)
     return model
 
 
