@@ -11,7 +11,8 @@ time limit and log:
      which compiles, apart) and test accuracy;
   3. packing: a 16-trial grid of tutorial-sized trials (1 epoch each, seeds 0-15) on the faster backend
      with launcher=parallel at launcher.jobs_per_gpu 1, 2, 4, 8 and auto: trials per hour, GPU utilisation and
-     memory sampled by nvidia-smi, failures, mean test accuracy.
+     memory sampled by nvidia-smi, failures, mean test accuracy;
+  4. jobs_per_gpu=auto meeting a bigger model: the job that outgrows its part of the GPU runs again alone.
 It writes table.md (the README's table), results.json and logs.tar.gz to --out. Targets: the tutorial at
 3 s per epoch or less on the faster backend; at least 4x the trials per hour of one trial per GPU.
 --rehearse runs the same steps here on the CPU (fake GPU id, tiny data, no install), to check the script.
@@ -37,6 +38,7 @@ KIT = ROOT / "device_kit"
 BUDGET_S = 540.0  # the device tool runs a command for 10 minutes at most
 BACKENDS = ("jax", "torch")
 PACKING = (1, 2, 4, 8, "auto")
+BIG_BATCH = 60000  # the whole training split in one batch: too large for a small job's part of the GPU
 MACHINE_PROBE = ("nvidia-smi; python3 -m pip list 2>/dev/null | grep -iE "
                  "'^(jax|jaxlib|torch|numpy|keras|hydra|optuna) '; python3 -c 'import jax; print(jax.devices())'; "
                  "python3 -c 'import torch; print(torch.cuda.is_available())'")
@@ -150,11 +152,29 @@ def packing(steps: Steps, backend: str, jobs_per_gpu: Union[int, str], settings:
     peaks = [job["gpu_peak_bytes"] for job in jobs if job.get("gpu_peak_bytes")]
     return {"jobs_per_gpu": jobs_per_gpu,
             "caps": sorted({job["gpu_share"] for job in jobs if job.get("gpu_share")}, reverse=True),
-            "job_peak_mib": max(peaks) / 2**20 if peaks else None, "ok": result is not None and result.returncode == 0, "wall_s": wall,
+            "job_peak_mib": max(peaks) / 2**20 if peaks else None,
+            "ok": result is not None and result.returncode == 0, "wall_s": wall,
             "completed": len(completed), "failed": len(records) - len(completed),
             "trials_per_hour": 3600 * len(completed) / wall if completed else 0.0,
             "test_accuracy": mean(record["test_accuracy"] for record in completed) if completed else None,
             **sampler.summary()}
+
+
+def outgrowing(steps: Steps, backend: str, settings: list[str], gpus: str) -> dict[str, Any]:
+    """jobs_per_gpu=auto meeting a bigger model: three tutorial jobs, then one at batch size BIG_BATCH
+    (gigabytes of activations), which should run out of memory in its part of the GPU, run again alone and
+    complete; returns each job's attempts as (cap, status)."""
+    sweep = steps.work / "pack-outgrown"
+    result = steps.run("pack-outgrown", [
+        sys.executable, str(ROOT / "src" / "run.py"), "-m", "launcher=parallel", f"launcher.gpus={gpus}",
+        "launcher.jobs_per_gpu=auto", f"hardware.backend={backend}", "training.progress=none", *settings,
+        f"training.batch_size=32,32,32,{BIG_BATCH}", "training.eval_batch_size=1000", f"hydra.sweep.dir={sweep}"], 150)
+    schedule = sweep / "schedule.jsonl"
+    attempts: dict[int, list] = {}
+    for line in schedule.read_text().splitlines() if schedule.exists() else []:
+        job = json.loads(line)
+        attempts.setdefault(job["job"], []).append((job["gpu_share"], job["status"]))
+    return {"ok": result is not None and result.returncode == 0, "attempts": dict(sorted(attempts.items()))}
 
 
 def table(machine: str, tutorials: list[dict], packs: list[dict], notes: list[str]) -> str:
@@ -214,9 +234,13 @@ def main() -> None:
     fastest = min(done, key=lambda run: run["later_epoch_s"])["backend"] if done else "jax"
     packs = [packing(steps, fastest, level, pack_settings, gpus, not args.rehearse) for level in packing_levels]
     steps.notes.append(f"packing ran on {fastest}, the backend with the faster later epochs")
+    one_job_each = [setting for setting in pack_settings if not setting.startswith("seed=")]
+    outgrown = outgrowing(steps, fastest, one_job_each, gpus)
+    steps.notes.append(f"jobs_per_gpu=auto, a bigger model last (batch {BIG_BATCH}): each job's attempts (cap, "
+                       f"status) {outgrown['attempts']}; sweep exit {'0' if outgrown['ok'] else 'not 0'}")
     machine = machine_description(steps, not args.rehearse)
     (args.out / "results.json").write_text(json.dumps({"machine": machine, "tutorials": tutorials, "packing": packs,
-                                                       "notes": steps.notes}, indent=2) + "\n")
+                                                       "outgrown": outgrown, "notes": steps.notes}, indent=2) + "\n")
     (args.out / "table.md").write_text(table(machine, tutorials, packs, steps.notes))
     with tarfile.open(args.out / "logs.tar.gz", "w:gz") as archive:
         for path in sorted(work.glob("*.log")) + sorted(work.glob("pack-*/schedule.jsonl")):
