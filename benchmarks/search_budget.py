@@ -11,6 +11,8 @@ is told its budget (hydra.sweeper.timeout) and killed when it is spent, once per
                 third), trial 0 the tutorial baseline
   tpe+median    the same with the median pruner judging from epoch 2 (baseline_tpe's pruner until
                 2026-11-30)
+  tpe+recheck   the same with rechecked_halving: successive halving whose promotions are checked again
+                at each later epoch (cnnsweep.search.pruners)
   tpe           the same with hydra.sweeper.enqueue_baseline=false
   random        hydra/sweeper/sampler=random, hydra.sweeper.pruner=none, no baseline
   unfitted      tpe+baseline with hydra.sweeper.fit_budget=false (start-ups as configured, however short
@@ -45,6 +47,7 @@ from warm_workers import KERAS_TUNERS, PROTOCOL, ROOT, keras_tuner_search, print
 SETUPS = {
     "tpe+baseline": [],
     "tpe+median": ["sweeps=baseline_median"],  # written by median_sweep() from baseline_tpe.yaml
+    "tpe+recheck": ["hydra.sweeper.pruner=rechecked_halving"],  # baseline_tpe's halving options, rechecked
     "tpe": ["hydra.sweeper.enqueue_baseline=false"],
     "random": ["hydra/sweeper/sampler=random", "hydra.sweeper.pruner=none", "hydra.sweeper.enqueue_baseline=false"],
     "unfitted": ["hydra.sweeper.fit_budget=false"],

@@ -156,7 +156,9 @@ class OptunaSearchConf:
     n_trials: int = 20  # the study's total: a resumed search runs only the trials still missing
     n_jobs: Optional[int] = None  # trials at once; null: as many as the launcher runs at once
     timeout: Optional[float] = None  # seconds: no trial starts later than this after the search began
-    pruner: str = "median"  # median | hyperband | successive_halving | percentile | threshold | none
+    # median | hyperband | successive_halving | rechecked_halving (cnnsweep.search.pruners) | percentile |
+    # threshold | none
+    pruner: str = "median"
     # Keyword arguments of the pruner class; null: its defaults (what switching pruners on the command line needs)
     pruner_options: Optional[Dict[str, Any]] = field(default_factory=dict)
     # Seconds between heartbeats of each running trial in an SQLite or PostgreSQL study: a trial silent for

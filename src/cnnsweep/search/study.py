@@ -33,6 +33,7 @@ from cnnsweep.credentials import location, redact, remember_password, stored_pas
 from cnnsweep.errors import ConfigError, first_line
 from cnnsweep.processes import alive
 from cnnsweep.run.records import COMPLETED, PRUNED, RunRecord, write_json
+from cnnsweep.search.pruners import RecheckedHalvingPruner
 from cnnsweep.search.settings import SAMPLER_CONFIGS
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ PRUNERS = {
     "median": optuna.pruners.MedianPruner,
     "hyperband": optuna.pruners.HyperbandPruner,
     "successive_halving": optuna.pruners.SuccessiveHalvingPruner,
+    "rechecked_halving": RecheckedHalvingPruner,  # successive halving, its promotions checked again later
     "percentile": optuna.pruners.PercentilePruner,
     "threshold": optuna.pruners.ThresholdPruner,
     "none": optuna.pruners.NopPruner,
