@@ -13,6 +13,8 @@ is told its budget (hydra.sweeper.timeout) and killed when it is spent, once per
                 2026-11-30)
   tpe+recheck   the same with rechecked_halving: successive halving whose promotions are checked again
                 at each later epoch (cnnsweep.search.pruners)
+  tpe+hyperband the same with Optuna's Hyperband (min_resource 1, max_resource 3, reduction_factor 3: a
+                bracket halving from epoch 1 and one that trains every trial to the end)
   tpe           the same with hydra.sweeper.enqueue_baseline=false
   random        hydra/sweeper/sampler=random, hydra.sweeper.pruner=none, no baseline
   unfitted      tpe+baseline with hydra.sweeper.fit_budget=false (start-ups as configured, however short
@@ -48,6 +50,7 @@ SETUPS = {
     "tpe+baseline": [],
     "tpe+median": ["sweeps=baseline_median"],  # written by median_sweep() from baseline_tpe.yaml
     "tpe+recheck": ["hydra.sweeper.pruner=rechecked_halving"],  # baseline_tpe's halving options, rechecked
+    "tpe+hyperband": ["hydra.sweeper.pruner=hyperband", "+hydra.sweeper.pruner_options.max_resource=3"],
     "tpe": ["hydra.sweeper.enqueue_baseline=false"],
     "random": ["hydra/sweeper/sampler=random", "hydra.sweeper.pruner=none", "hydra.sweeper.enqueue_baseline=false"],
     "unfitted": ["hydra.sweeper.fit_budget=false"],
