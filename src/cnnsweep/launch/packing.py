@@ -41,7 +41,8 @@ class GpuPacking:
         self.most = most_per_gpu
         self.limit = limit or len(self.gpus) * most_per_gpu  # launcher.jobs: jobs at once over all GPUs
         self.threads = threads
-        self.memory_mb = memory_mb  # a GPU's memory (nvidia-smi), read when its first peak arrives
+        self.memory_mb = memory_mb  # a GPU's memory (nvidia-smi), read once, when its first peak arrives
+        self._total_bytes: dict[str, Optional[int]] = {}  # None: unreadable (said once)
         self.per_gpu = 1  # jobs at once on each GPU: 1 until a job measured its memory
         self.peak_fraction: Optional[float] = None  # the largest peak measured, as a part of its GPU
         self._running: dict[str, list[Slot]] = {gpu: [] for gpu in self.gpus}
@@ -75,10 +76,11 @@ class GpuPacking:
 
     def release(self, slot: Slot, job: int, peak_bytes: Optional[int]) -> None:
         """Job `job` ended in `slot`, having held at most `peak_bytes` of GPU memory (None: not measured)."""
+        total = self._total(slot.gpu) if peak_bytes is not None else None  # type: ignore[arg-type]
         with self._changed:
             self._running[slot.gpu].remove(slot)  # type: ignore[index]
-            if peak_bytes is not None:
-                self._measured(slot.gpu, job, peak_bytes)  # type: ignore[arg-type]
+            if peak_bytes is not None and total is not None:
+                self._measured(slot.gpu, job, peak_bytes, total)  # type: ignore[arg-type]
             elif self.peak_fraction is None and not self._told_unmeasured:
                 self._told_unmeasured = True
                 log.warning("launcher.jobs_per_gpu=auto: job %d measured no GPU memory (it ran on the CPU); one job "
@@ -95,21 +97,28 @@ class GpuPacking:
                     share > USABLE + 1e-9:
                 continue
             taken = {slot.index for slot in running}
-            position = next(position for position in range(self.most)
-                            if self._slot(gpu, position, share).index not in taken)
+            position = next(position for position in range(self.most) if self._index(gpu, position) not in taken)
             return self._slot(gpu, position, share)
         return None
 
-    def _slot(self, gpu: str, position: int, share: float) -> Slot:
-        """Slot `position` of GPU `gpu`: each (GPU, position) keeps its index, its worker and its cores."""
-        return Slot(self.gpus.index(gpu) + position * len(self.gpus), gpu, self.threads, share, packed=True)
+    def _index(self, gpu: str, position: int) -> int:
+        """Each (GPU, position) keeps its slot index, and so its worker and its cores."""
+        return self.gpus.index(gpu) + position * len(self.gpus)
 
-    def _measured(self, gpu: str, job: int, peak_bytes: int) -> None:
-        try:
-            total = self.memory_mb(gpu) * 2**20
-        except ConfigError as error:
-            log.warning("launcher.jobs_per_gpu=auto: %s; one job per GPU", error)
-            return
+    def _slot(self, gpu: str, position: int, share: float) -> Slot:
+        return Slot(self._index(gpu, position), gpu, self.threads, share, packed=True)
+
+    def _total(self, gpu: str) -> Optional[int]:
+        """GPU `gpu`'s memory in bytes, read outside the lock the first time (nvidia-smi may take seconds)."""
+        if gpu not in self._total_bytes:
+            try:
+                self._total_bytes[gpu] = self.memory_mb(gpu) * 2**20
+            except ConfigError as error:
+                log.warning("launcher.jobs_per_gpu=auto: %s; one job per GPU", error)
+                self._total_bytes[gpu] = None
+        return self._total_bytes[gpu]
+
+    def _measured(self, gpu: str, job: int, peak_bytes: int, total: int) -> None:
         fraction = peak_bytes / total
         if self.peak_fraction is not None and fraction <= self.peak_fraction:
             return

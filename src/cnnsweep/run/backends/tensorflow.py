@@ -67,15 +67,21 @@ def peak_gpu_memory() -> Optional[int]:
     the CPU. reset_gpu_memory_peak starts each job's count."""
     import tensorflow as tf
 
-    gpus = [device.name.split("device:")[-1] for device in tf.config.list_logical_devices("GPU")]
-    return max((tf.config.experimental.get_memory_info(gpu)["peak"] for gpu in gpus), default=None)
+    return max((tf.config.experimental.get_memory_info(gpu)["peak"] for gpu in logical_gpus()), default=None)
 
 
 def reset_gpu_memory_peak() -> None:
     import tensorflow as tf
 
-    for device in tf.config.list_logical_devices("GPU"):
-        tf.config.experimental.reset_memory_stats(device.name.split("device:")[-1])
+    for gpu in logical_gpus():
+        tf.config.experimental.reset_memory_stats(gpu)
+
+
+def logical_gpus() -> list[str]:
+    """This job's GPUs as TensorFlow's memory functions name them ("GPU:0")."""
+    import tensorflow as tf
+
+    return [device.name.split("device:")[-1] for device in tf.config.list_logical_devices("GPU")]
 
 
 def global_random_state() -> dict[str, Any]:
