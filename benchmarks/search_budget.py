@@ -19,10 +19,15 @@ is told its budget (hydra.sweeper.timeout) and killed when it is spent, once per
   random        hydra/sweeper/sampler=random, hydra.sweeper.pruner=none, no baseline
   unfitted      tpe+baseline with hydra.sweeper.fit_budget=false (start-ups as configured, however short
                 the budget)
+  unpadded      tpe+baseline with hardware.malloc_top_pad_mb=null (glibc's allocator returns each training
+                step's memory to the kernel, as it does for keras-tuner)
   jax, torch    tpe+baseline with hardware.backend=jax or torch (the others run on TensorFlow)
   kt-random, kt-bayesian, kt-hyperband
                 keras-tuner's RandomSearch, BayesianOptimization and Hyperband (max_epochs 3, factor 3) in
                 one process, the model built by cnnsweep.run.model.build_model (benchmarks/warm_workers.py)
+  kt-random+pad, kt-bayesian+pad, kt-hyperband+pad
+                the same with glibc's allocator padded as cnnsweep pads it (MALLOC_TOP_PAD_), to tell the
+                search's share of a difference from the allocator's
 Counted for each: trials finished (completed or pruned) within the budget, the configurations they tried
 (the same for cnnsweep; keras-tuner's Hyperband counts a promoted configuration's further epochs as a trial
 of its own), the epochs they trained, and
@@ -54,10 +59,13 @@ SETUPS = {
     "tpe": ["hydra.sweeper.enqueue_baseline=false"],
     "random": ["hydra/sweeper/sampler=random", "hydra.sweeper.pruner=none", "hydra.sweeper.enqueue_baseline=false"],
     "unfitted": ["hydra.sweeper.fit_budget=false"],
+    "unpadded": ["hardware.malloc_top_pad_mb=null"],  # glibc's allocator as the environment left it
     "jax": ["hardware.backend=jax"],  # tpe+baseline on Keras' other backends
     "torch": ["hardware.backend=torch"],
 }
-TUNER_SETUPS = {f"kt-{tuner}": tuner for tuner in KERAS_TUNERS}
+TUNER_SETUPS = {f"kt-{tuner}{'+pad' if padded else ''}": (tuner, padded) for padded in (False, True)
+                for tuner in KERAS_TUNERS}
+AS_SHIPPED_TUNERS = [setup for setup, (_, padded) in TUNER_SETUPS.items() if not padded]
 
 
 def median_sweep(conf: Path) -> None:
@@ -71,7 +79,7 @@ def median_sweep(conf: Path) -> None:
 
 def search(setup: str, seed: int, budget: float, workdir: Path) -> dict:
     if setup in TUNER_SETUPS:
-        return keras_tuner_search(seed, budget, workdir, TUNER_SETUPS[setup])
+        return keras_tuner_search(seed, budget, workdir, *TUNER_SETUPS[setup])
     name = f"{setup}-{seed}-{budget:g}"
     sweep, storage = workdir / name, f"sqlite:///{workdir / f'{name}.db'}"
     started = run_for([sys.executable, str(ROOT / "src" / "run.py"), "-m", "sweeps=baseline_tpe", "launcher=parallel",
@@ -120,7 +128,7 @@ def main() -> None:
     parser.add_argument("--budgets", type=float, nargs="+", default=[290.0, 600.0],
                         help="seconds of wall time per search")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds")
-    parser.add_argument("--setups", nargs="+", default=["tpe+baseline", *TUNER_SETUPS],
+    parser.add_argument("--setups", nargs="+", default=["tpe+baseline", *AS_SHIPPED_TUNERS],
                         choices=[*SETUPS, *TUNER_SETUPS])
     args = parser.parse_args()
     if not os.environ.get("CNNSWEEP_DATA_DIR"):

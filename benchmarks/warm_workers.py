@@ -31,19 +31,21 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import optuna
+from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ["dataset.max_train=10000", "dataset.val_size=5000", "training.epochs=3"]
 
 
-def run_for(command: list[str], budget: float, workdir: Path) -> float:
-    """Start the command in its own process group, kill the group after `budget` s; return the start time."""
+def run_for(command: list[str], budget: float, workdir: Path, env: Optional[dict[str, str]] = None) -> float:
+    """Start the command in its own process group (with `env` added to this environment), kill the group
+    after `budget` s; return the start time."""
     started = time.time()
     process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+                               start_new_session=True, env={**os.environ, **(env or {})})
     try:
         process.wait(timeout=budget)
     except subprocess.TimeoutExpired:
@@ -117,13 +119,16 @@ tuner = {"random": lambda: keras_tuner.RandomSearch(SearchSpace(), max_trials=10
 tuner.search(data.x_train, data.y_train, epochs=3, validation_data=(data.x_val, data.y_val), verbose=0)
 """
 KERAS_TUNERS = ("random", "bayesian", "hyperband")
+MALLOC_TOP_PAD_MB = OmegaConf.load(ROOT / "conf" / "hardware" / "auto.yaml").malloc_top_pad_mb  # cnnsweep's default
 
 
-def keras_tuner_search(seed: int, budget: float, workdir: Path, tuner: str = "random") -> dict:
+def keras_tuner_search(seed: int, budget: float, workdir: Path, tuner: str = "random", padded: bool = False) -> dict:
     """keras-tuner's `tuner` for `budget` seconds; its trials finished within the budget. A trial's score is
-    keras-tuner's: the best epoch's val_accuracy (cnnsweep's trial value is the last epoch's)."""
-    folder = workdir / f"keras-tuner-{tuner}-{seed}"
-    started = run_for([sys.executable, "-c", KERAS_TUNER, str(seed), str(folder), tuner], budget, workdir)
+    keras-tuner's: the best epoch's val_accuracy (cnnsweep's trial value is the last epoch's). `padded`: with
+    glibc's allocator set as cnnsweep sets it (hardware.malloc_top_pad_mb), through MALLOC_TOP_PAD_."""
+    folder = workdir / f"keras-tuner-{tuner}{'-padded' if padded else ''}-{seed}-{budget:g}"  # never a resumed one
+    env = {"MALLOC_TOP_PAD_": str(MALLOC_TOP_PAD_MB << 20)} if padded else None
+    started = run_for([sys.executable, "-c", KERAS_TUNER, str(seed), str(folder), tuner], budget, workdir, env)
     deadline = started + budget
     finished = []
     for path in (folder / "bench").glob("trial_*/trial.json"):

@@ -13,9 +13,12 @@ import json
 import runpy
 import sys
 from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
 
 from cnnsweep.errors import ConfigError
-from cnnsweep.project import RUN_SCRIPT
+from cnnsweep.project import CONF_DIR, RUN_SCRIPT
 from cnnsweep.run.checkpoints import Checkpoints
 from cnnsweep.run.config import RESUME_OVERRIDE
 from cnnsweep.run.records import COMPLETED, ENVIRONMENT_FILE, RunRecord
@@ -23,6 +26,17 @@ from cnnsweep.run.records import COMPLETED, ENVIRONMENT_FILE, RunRecord
 # Where reruns go; the microsecond timestamp matches conf/config.yaml's run folders.
 RERUN_DIR = "outputs/reruns/${now:%Y-%m-%d_%H-%M-%S-%f}"
 RERUN_SWEEP_DIR = "outputs/multiruns/${now:%Y-%m-%d_%H-%M-%S-%f}"
+
+# Settings added after runs were first saved, each with the value that does what runs saved before it
+# existed did (a config group: its conf/ file of that name). A saved config that lacks one gets it, so
+# every past run reruns as it ran.
+SETTINGS_OLDER_RUNS_LACK: dict[str, Any] = {
+    "training.steps_per_execution": 1,
+    "training.checkpoints": "auto",
+    "training.eval_batch_size": None,
+    "augment": "augment/none.yaml",
+    "hardware.malloc_top_pad_mb": None,
+}
 
 
 def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -> list[str]:
@@ -45,8 +59,30 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
         f"hydra.sweep.dir={RERUN_SWEEP_DIR}",
         *([RESUME_OVERRIDE] if resume else []),
         *recorded_backend(run_dir, overrides),
+        *settings_added_since(OmegaConf.load(saved)),
         *overrides,
     ]
+
+
+def settings_added_since(saved: DictConfig) -> list[str]:
+    """`+key=value` for each setting the saved config predates, with the value that reproduces it."""
+    added = []
+    for key, value in SETTINGS_OLDER_RUNS_LACK.items():
+        if OmegaConf.select(saved, key, default=_ABSENT) is _ABSENT:
+            if key == "augment":
+                value = OmegaConf.to_container(OmegaConf.load(CONF_DIR / value))
+            added.append(f"+{key}={_override_value(value)}")
+    return added
+
+
+def _override_value(value: Any) -> str:
+    """A value in Hydra's override grammar."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{_override_value(item)}" for key, item in value.items()) + "}"
+    return "null" if value is None else str(value)
+
+
+_ABSENT = object()
 
 
 def recorded_backend(run_dir: Path, overrides: list[str]) -> list[str]:

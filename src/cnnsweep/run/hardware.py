@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any, Optional
 
 from cnnsweep.errors import ConfigError, OutOfMemory, first_line
+from cnnsweep.run.allocator import set_top_pad
 from cnnsweep.run.backends import BACKENDS, Placement
 from cnnsweep.run.config import HardwareConfig, RunConfig
 from cnnsweep.run.slot import JOBS_PER_GPU_ENV, gpu_share, launcher_assignment, thread_counts, visible_gpu
@@ -58,6 +59,7 @@ def configure(config: HardwareConfig, seed: int) -> dict[str, Any]:
     """Start the backend with the hardware settings and seed; return a description of the devices in use."""
     import keras
 
+    top_pad = set_top_pad(config.malloc_top_pad_mb)
     module = _backend_module(config.backend)
     devices = module.configure(config, *thread_counts(config))
     module.reset_gpu_memory_peak()  # each job of a warm worker measures its own (launcher.jobs_per_gpu=auto)
@@ -71,6 +73,7 @@ def configure(config: HardwareConfig, seed: int) -> dict[str, Any]:
         "precision": config.precision.value,
         "jit_compile": config.jit_compile,
         "deterministic": config.deterministic,
+        "malloc_top_pad_mb": top_pad,
     }
 
 
