@@ -85,7 +85,8 @@ def test_objective_follows_the_hold_out(compose_config) -> None:
                                    "KERAS_BACKEND from the environment, else tensorflow)"),
         ("hardware.jit_compile=xla", "hardware.jit_compile=xla: must be true, false or auto"),
         ("training.steps_per_execution=0", "training.steps_per_execution=0: must be a positive integer"),
-        ("hardware.malloc_top_pad_mb=-1", "hardware.malloc_top_pad_mb=-1: must be 0 or more megabytes, or null"),
+        ("hardware.malloc_top_pad_mb=-1", "hardware.malloc_top_pad_mb=-1: must be 0 to 2047 megabytes"),
+        ("hardware.malloc_top_pad_mb=4096", "hardware.malloc_top_pad_mb=4096: must be 0 to 2047 megabytes"),
         ("training.eval_batch_size=0", "training.eval_batch_size=0: must be a positive integer or null (null uses "
                                        "training.batch_size)"),
         (["hardware.backend=torch", "training.steps_per_execution=4"],

@@ -383,9 +383,9 @@ def _check_hardware(hardware: HardwareConfig, training: TrainingConfig) -> None:
              f"hardware.jit_compile={hardware.jit_compile}: must be true, false or auto (Keras' choice per backend)")
     _positive(hardware.intra_op_threads, "hardware.intra_op_threads", "null: the backend's choice", True)
     _positive(hardware.inter_op_threads, "hardware.inter_op_threads", "null: the backend's choice", True)
-    _require(hardware.malloc_top_pad_mb is None or hardware.malloc_top_pad_mb >= 0,
-             f"hardware.malloc_top_pad_mb={hardware.malloc_top_pad_mb}: must be 0 or more megabytes, or null to leave "
-             "glibc's allocator as the environment set it")
+    _require(hardware.malloc_top_pad_mb is None or 0 <= hardware.malloc_top_pad_mb < 2048,
+             f"hardware.malloc_top_pad_mb={hardware.malloc_top_pad_mb}: must be 0 to 2047 megabytes (glibc takes the "
+             "pad as an int of bytes), or null to leave glibc's allocator as the environment set it")
     _positive(training.steps_per_execution, "training.steps_per_execution", "batches per call into the backend; 1 "
               "reports every batch")
     if hardware.backend == "torch":
