@@ -4,12 +4,11 @@
     CNNSWEEP_DATA_DIR=../shared/datasets uv run python benchmarks/allocator.py [--pads null 64] [--rounds 2]
 
 Each job is `src/run.py` in its own process, one thread (as a search's slot on launcher=parallel; one row
-with TensorFlow's own thread pools), the first
-10,000 MNIST training images with the last 5,000 held out, one epoch; for three models and batch sizes of
-baseline_tpe's space, the pads alternating within each round so a drift of the machine hits them alike.
-Printed per job: the epoch's seconds, the process's user and system CPU seconds and its minor page faults;
-then per model the median epoch seconds for each pad and its speed-up over the
-first pad given.
+with TensorFlow's own thread pools), the first 10,000 MNIST training images with the last 5,000 held out,
+one epoch; for three models and batch sizes of baseline_tpe's space, the pads alternating within each
+round so a drift of the machine hits them alike. Printed per job: the epoch's seconds, the process's user
+and system CPU seconds and its minor page faults; then per model the median epoch seconds for each pad
+and its speed-up over the first pad given.
 """
 
 from __future__ import annotations
@@ -25,8 +24,8 @@ import tempfile
 from pathlib import Path
 
 from search_budget import cpu_description
+from warm_workers import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ["dataset.max_train=10000", "dataset.val_size=5000", "training.epochs=1", "training.eval_batch_size=256",
             "hardware.intra_op_threads=1", "hardware.inter_op_threads=1", "training.progress=none"]
 MODELS = {

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY_RUN
 
 from cnnsweep.run.allocator import set_top_pad
+from conftest import TINY_RUN
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator: Linux only")
 

@@ -9,17 +9,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import RERUN, TINY_RUN, error_lines, missing, write_npz
-from omegaconf import OmegaConf
-from test_data import _broken
+from omegaconf import DictConfig, OmegaConf
 
 from cnnsweep.rerun import SETTINGS_OLDER_RUNS_LACK, rerun_arguments
 from cnnsweep.run.config import load_run_config
+from conftest import RERUN, TINY_RUN, error_lines, missing, write_npz
+from test_data import _broken
 
 METRIC_FIELDS = {
     "status", "error", "objective", "test_accuracy", "test_loss", "val_accuracy", "val_loss", "params",
     "epochs_completed", "train_seconds", "seconds_per_epoch", "seed", "started_at", "finished_at",
 }
+
+
+def save_as_an_older_run(config: DictConfig, path: Path) -> None:
+    """Save `config` without the settings added since runs were first saved, as an older run saved it."""
+    OmegaConf.set_struct(config, False)
+    for key in SETTINGS_OLDER_RUNS_LACK:
+        parent, _, name = key.rpartition(".")
+        del (OmegaConf.select(config, parent) if parent else config)[name]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(config, path)
 
 
 def read_history(run_dir: Path) -> list[dict[str, str]]:
@@ -75,11 +85,7 @@ def test_run_folder_holds_a_complete_record(tiny_run: Path, mnist_dir: Path) -> 
 @pytest.mark.tensorflow
 def test_rerun_reproduces_the_history(tiny_run: Path, run_cli, mnist_dir: Path, tmp_path: Path) -> None:
     """Also for a run saved before some of today's settings existed: its config lacks them."""
-    saved = OmegaConf.load(tiny_run / ".hydra" / "config.yaml")
-    for key in SETTINGS_OLDER_RUNS_LACK:
-        parent, _, name = key.rpartition(".")
-        del (OmegaConf.select(saved, parent) if parent else saved)[name]
-    OmegaConf.save(saved, tiny_run / ".hydra" / "config.yaml")
+    save_as_an_older_run(OmegaConf.load(tiny_run / ".hydra" / "config.yaml"), tiny_run / ".hydra" / "config.yaml")
     result = run_cli(str(tiny_run), command=RERUN, env={"CNNSWEEP_DATA_DIR": str(mnist_dir)})
     assert result.returncode == 0, result.stderr
     [rerun_dir] = (tmp_path / "outputs" / "reruns").iterdir()
@@ -191,13 +197,7 @@ def test_a_run_saved_before_a_setting_existed_gets_the_value_it_ran_with(compose
     every setting added since runs were first saved: each comes back with the value older runs ran with."""
     from hydra import compose, initialize_config_dir
 
-    saved = compose_config()
-    OmegaConf.set_struct(saved, False)
-    for key in SETTINGS_OLDER_RUNS_LACK:
-        parent, _, name = key.rpartition(".")
-        del (OmegaConf.select(saved, parent) if parent else saved)[name]
-    (tmp_path / "run" / ".hydra").mkdir(parents=True)
-    OmegaConf.save(saved, tmp_path / "run" / ".hydra" / "config.yaml")
+    save_as_an_older_run(compose_config(), tmp_path / "run" / ".hydra" / "config.yaml")
     arguments = rerun_arguments(tmp_path / "run", ["hardware.malloc_top_pad_mb=16"])
     overrides = [argument for argument in arguments[4:] if not argument.startswith("hydra.")]
     with initialize_config_dir(config_dir=arguments[1], version_base="1.3"):

@@ -28,13 +28,13 @@ RERUN_DIR = "outputs/reruns/${now:%Y-%m-%d_%H-%M-%S-%f}"
 RERUN_SWEEP_DIR = "outputs/multiruns/${now:%Y-%m-%d_%H-%M-%S-%f}"
 
 # Settings added after runs were first saved, each with the value that does what runs saved before it
-# existed did (a config group: its conf/ file of that name). A saved config that lacks one gets it, so
-# every past run reruns as it ran.
+# existed did (a config group: the conf/ file whose values those are). A saved config that lacks one gets
+# it, so every past run reruns as it ran.
 SETTINGS_OLDER_RUNS_LACK: dict[str, Any] = {
     "training.steps_per_execution": 1,
     "training.checkpoints": "auto",
     "training.eval_batch_size": None,
-    "augment": "augment/none.yaml",
+    "augment": CONF_DIR / "augment" / "none.yaml",
     "hardware.malloc_top_pad_mb": None,
 }
 
@@ -69,8 +69,8 @@ def settings_added_since(saved: DictConfig) -> list[str]:
     added = []
     for key, value in SETTINGS_OLDER_RUNS_LACK.items():
         if OmegaConf.select(saved, key, default=_ABSENT) is _ABSENT:
-            if key == "augment":
-                value = OmegaConf.to_container(OmegaConf.load(CONF_DIR / value))
+            if isinstance(value, Path):
+                value = OmegaConf.to_container(OmegaConf.load(value))
             added.append(f"+{key}={_override_value(value)}")
     return added
 
