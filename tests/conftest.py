@@ -1,4 +1,5 @@
-"""Shared fixtures: config composition, small synthetic .npz files, the real MNIST and command runs.
+"""Shared fixtures: config composition, small synthetic .npz files and drawn image folders, the real MNIST and
+command runs.
 
 Two tiers (markers in pyproject.toml): tests marked `tensorflow` train real Keras models (about a
 minute each on two cores); the rest, the fast tier (`uv run pytest -m "not tensorflow and not slurm"`), drive the same
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from PIL import Image, ImageDraw
 
 from cnnsweep.run.config import DatasetConfig, compose_run_config
 
@@ -127,6 +129,44 @@ def write_npz(path: Path, n_train: int = 64, n_test: int = 32, shape: tuple[int,
     arrays.update(replace)
     np.savez(path, **arrays)
     return path
+
+
+CLASSES = ("circle", "square", "stripes")
+
+
+def draw(shape: str, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
+    """One image of `shape` on a random background, in a random colour."""
+    width, height = size
+    background = tuple(int(value) for value in rng.integers(0, 80, 3))
+    colour = tuple(int(value) for value in rng.integers(150, 256, 3))
+    image = Image.new("RGB", size, background)
+    pen = ImageDraw.Draw(image)
+    left, top = int(rng.integers(0, width // 4)), int(rng.integers(0, height // 4))
+    right, bottom = int(width - rng.integers(0, width // 4)) - 1, int(height - rng.integers(0, height // 4)) - 1
+    if shape == "circle":
+        pen.ellipse((left, top, right, bottom), fill=colour)
+    elif shape == "square":
+        pen.rectangle((left, top, right, bottom), fill=colour)
+    else:
+        for x in range(0, width, 6):
+            pen.rectangle((x, 0, x + 2, height), fill=colour)
+    return image
+
+
+def draw_folder(root: Path, per_class: int = 40, splits: bool = False, seed: int = 0) -> Path:
+    """CLASSES as class folders (or train/ and test/ ones), PNG and JPEG of sizes from 20 to 47 pixels, the
+    very first image grayscale."""
+    rng = np.random.default_rng(seed)
+    for label, shape in enumerate(CLASSES):
+        for number in range(per_class):
+            split = ("test" if number % 4 == 0 else "train") if splits else ""
+            folder = root / split / shape
+            folder.mkdir(parents=True, exist_ok=True)
+            image = draw(shape, (int(rng.integers(20, 48)), int(rng.integers(20, 48))), rng)
+            if label == 0 and number == 0:
+                image = image.convert("L")
+            image.save(folder / f"{number:03d}.{'png' if number % 2 else 'jpg'}")
+    return root
 
 
 def worker_of(job_dir: Path) -> tuple[str, int]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cnnsweep.run.aligned import in_place_view
 from cnnsweep.run.data import DATA_DIR_ENV, load_dataset
 from cnnsweep.errors import DataError
 from conftest import dataset_config, missing, write_npz
@@ -18,6 +19,8 @@ def test_path_loads_scales_and_adds_a_channel(tmp_path: Path) -> None:
     assert data.x_train.dtype == np.float32 and 0.0 <= data.x_train.min() and data.x_train.max() <= 1.0
     assert data.y_train.dtype == np.int64 and data.num_classes == 10
     assert data.input_shape == (28, 28, 1) and data.x_val is None
+    assert in_place_view(data.x_train) is not None and in_place_view(data.x_test) is not None  # TensorFlow reads them in place
+    np.testing.assert_array_equal(data.x_train[..., 0], np.load(tmp_path / "d.npz")["x_train"] / np.float32(255.0))
     assert len(data.sha256) == 64 and data.source.endswith("d.npz")
 
 
@@ -27,6 +30,7 @@ def test_colour_float_images_keep_their_values(tmp_path: Path) -> None:
     raw = np.load(path)["x_train"]
     assert data.input_shape == (32, 32, 3)
     np.testing.assert_array_equal(data.x_train, raw)
+    assert in_place_view(data.x_train) is not None and in_place_view(data.x_test) is not None
     assert data.num_classes == 3  # inferred as the largest label + 1
 
 

@@ -13,52 +13,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image, ImageDraw
 
 from cnnsweep.errors import DataError
 from cnnsweep.run import data as data_module
 from cnnsweep.run.config import ColorMode
 from cnnsweep.run.data import load_dataset
 from cnnsweep.run.image_folder import CACHE_DIR_ENV, decode_prefix, list_folder, read_folder, stratified_split
-from conftest import dataset_config
-
-CLASSES = ("circle", "square", "stripes")
-
-
-def draw(shape: str, size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
-    """One image of `shape` on a random background, in a random colour."""
-    width, height = size
-    background = tuple(int(value) for value in rng.integers(0, 80, 3))
-    colour = tuple(int(value) for value in rng.integers(150, 256, 3))
-    image = Image.new("RGB", size, background)
-    pen = ImageDraw.Draw(image)
-    left, top = int(rng.integers(0, width // 4)), int(rng.integers(0, height // 4))
-    right, bottom = int(width - rng.integers(0, width // 4)) - 1, int(height - rng.integers(0, height // 4)) - 1
-    if shape == "circle":
-        pen.ellipse((left, top, right, bottom), fill=colour)
-    elif shape == "square":
-        pen.rectangle((left, top, right, bottom), fill=colour)
-    else:
-        for x in range(0, width, 6):
-            pen.rectangle((x, 0, x + 2, height), fill=colour)
-    return image
-
-
-def draw_folder(root: Path, per_class: int = 40, splits: bool = False, seed: int = 0) -> Path:
-    """CLASSES as class folders (or train/ and test/ ones), PNG and JPEG of sizes from 20 to 47 pixels, the
-    very first image grayscale."""
-    rng = np.random.default_rng(seed)
-    for label, shape in enumerate(CLASSES):
-        for number in range(per_class):
-            split = ("test" if number % 4 == 0 else "train") if splits else ""
-            folder = root / split / shape
-            folder.mkdir(parents=True, exist_ok=True)
-            image = draw(shape, (int(rng.integers(20, 48)), int(rng.integers(20, 48))), rng)
-            if label == 0 and number == 0:
-                image = image.convert("L")
-            image.save(folder / f"{number:03d}.{'png' if number % 2 else 'jpg'}")
-    return root
-
+from conftest import CLASSES, dataset_config, draw, draw_folder
 
 @pytest.fixture(autouse=True)
 def cache(tmp_path: Path, monkeypatch) -> Path:

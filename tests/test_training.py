@@ -128,7 +128,8 @@ def test_every_epoch_is_a_new_permutation_and_reruns_repeat_it() -> None:
     def epoch_of(seed: int, epoch: int) -> list[list[int]]:
         batches = TrainingBatches(np.arange(10), np.arange(10), 4, seed, True)
         batches.epoch = epoch  # as fit's FollowEpochs callback sets it
-        through_pipeline = [list(x) for x, _ in batches.epoch_batches()]
+        order = batches.order()  # what TensorFlow's pipeline gathers, 4 at a time
+        through_pipeline = [list(order[start:start + 4]) for start in range(0, 10, 4)]
         assert through_pipeline == [list(batches[index][0]) for index in range(len(batches))]  # JAX, PyTorch
         return through_pipeline
 
@@ -138,7 +139,55 @@ def test_every_epoch_is_a_new_permutation_and_reruns_repeat_it() -> None:
     assert len({tuple(sum(epoch, [])) for epoch in first}) == 3  # Keras' seeded shuffle would repeat one order
     assert [epoch_of(7, epoch) for epoch in range(3)] == first and [epoch_of(8, epoch) for epoch in range(3)] != first
     resumed = TrainingBatches(np.arange(10), np.arange(10), 4, 7, True, epoch=1)
-    assert [list(x) for x, _ in resumed.epoch_batches()] == first[1]  # a resumed run continues the same sequence
+    assert list(resumed.order()) == sum(first[1], [])  # a resumed run continues the same sequence
+
+
+@pytest.mark.tensorflow
+def test_the_array_pipeline_reads_the_images_in_place_in_the_order_set(tmp_path: Path) -> None:
+    """TensorFlow's pipeline over images in memory: each pass in the order set before it, every image
+    once, the loaded images read where they lie (a change to them shows through), a slice TensorFlow cannot
+    read in place copied."""
+    import subprocess
+    import sys
+
+    data_file = write_npz(tmp_path / "d.npz", n_train=100, n_test=10, shape=(5, 5))  # an image in 100 bytes
+    process = subprocess.run([sys.executable, "-c", ARRAY_PIPELINE, str(data_file)], capture_output=True, text=True,
+                             timeout=300)
+    assert process.returncode == 0, process.stderr[-3000:]
+    assert process.stdout.split() == ["in-order", "reordered", "in-place", "copied"]
+
+
+ARRAY_PIPELINE = """
+import sys
+import numpy as np
+from cnnsweep.run.aligned import in_place_view
+from cnnsweep.run.backends.tensorflow import array_pipeline
+from cnnsweep.run.config import compose_run_config
+from cnnsweep.run.data import load_dataset
+data = load_dataset(compose_run_config("dataset=npz", f"dataset.path={sys.argv[1]}").dataset)
+x, y = data.x_train, data.y_train
+def batches(pipeline):
+    return [(bx.numpy(), by.numpy()) for bx, by in pipeline]
+def gathered(x, y, order):
+    return [(x[order[start:start + 32]], y[order[start:start + 32]]) for start in range(0, len(order), 32)]
+def same(read, expected):
+    return len(read) == len(expected) and all(np.array_equal(a, c) and np.array_equal(b, d)
+                                               for (a, b), (c, d) in zip(read, expected))
+pipeline, set_order = array_pipeline(x, y, 32, np.arange(100))
+assert in_place_view(x) is not None and same(batches(pipeline), gathered(x, y, np.arange(100)))
+print("in-order")
+order = np.random.default_rng(0).permutation(100)
+set_order(order)
+assert same(batches(pipeline), gathered(x, y, order))
+print("reordered")
+in_place_view(x)[order[0]] = 0.5  # the loaded images are read-only
+assert batches(pipeline)[0][0][0].min() == 0.5
+print("in-place")
+shifted = x[1:]  # 100 bytes past a 64-byte boundary
+pipeline, _ = array_pipeline(shifted, y[1:], 32, np.arange(99))
+assert in_place_view(shifted) is None and same(batches(pipeline), gathered(shifted, y[1:], np.arange(99)))
+print("copied")
+"""
 
 
 def test_cosine_schedule_warms_up_to_the_learning_rate_then_decays_to_zero() -> None:

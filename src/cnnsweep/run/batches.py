@@ -1,4 +1,5 @@
-"""Batches for Keras' fit and evaluate on any backend, gathered with NumPy (no tf.data).
+"""Batches for Keras' fit and evaluate on any backend, in an order of cnnsweep's own (TensorFlow gathers
+arrays in memory in its tf.data pipeline, in the same order).
 
 Keras' own `shuffle=True` draws its permutation from a seeded op that restarts with every epoch's
 iterator, so under a fixed seed every epoch sees the same order (and accuracy suffers). Here each
@@ -47,7 +48,7 @@ class TrainingBatches(keras.utils.PyDataset):
     (`FollowEpochs` in cnnsweep.run.training) before fit reads it. Each epoch's data ends with the epoch, so
     a call running several steps (training.steps_per_execution) stops at the epoch's last batch instead of
     reading into the next epoch's. A PyDataset for JAX and PyTorch (a streamed folder on reader threads);
-    TensorFlow reads `epoch_batches`."""
+    TensorFlow reads `order` (arrays in memory) or `epoch_batches` (a streamed folder)."""
 
     def __init__(self, x: Images, y: np.ndarray, batch_size: int, seed: int, shuffle: bool, epoch: int = 0) -> None:
         self.streamed = isinstance(x, StreamedImages)
@@ -59,6 +60,10 @@ class TrainingBatches(keras.utils.PyDataset):
 
     def __len__(self) -> int:
         return batch_count(len(self.x), self.batch_size)
+
+    def order(self) -> np.ndarray:
+        """The current epoch's positions in the order training sees them."""
+        return epoch_order(len(self.x), self.seed, self.epoch, self.shuffle)
 
     def positions(self) -> list[np.ndarray]:
         """The current epoch's batches as positions (computed once per epoch)."""
@@ -74,20 +79,15 @@ class TrainingBatches(keras.utils.PyDataset):
         return (self.x.read(positions) if self.streamed else self.x[positions]), self.y[positions]
 
     def epoch_batches(self) -> Iterator[Batch]:
-        """The current epoch's batches in order (a streamed folder read ahead)."""
-        if self.streamed:
-            return read_ahead(iter(self.positions()), self.read)
-        return (self.read(batch) for batch in self.positions())
+        """The current epoch's batches of a streamed folder, in order, read ahead."""
+        return read_ahead(iter(self.positions()), self.read)
 
 
-def evaluation_batches(x: Images, y: np.ndarray, batch_size: int) -> Generator[Batch, None, None]:
-    """A split in order, a batch at a time (streamed folders read ahead): what a TensorFlow pipeline
+def evaluation_batches(x: StreamedImages, y: np.ndarray, batch_size: int) -> Generator[Batch, None, None]:
+    """A streamed folder's split in order, a batch at a time, read ahead: what a TensorFlow pipeline
     validates and tests on."""
-    starts = range(0, len(x), batch_size)
-    if isinstance(x, StreamedImages):
-        positions = (np.arange(start, min(start + batch_size, len(x))) for start in starts)
-        return read_ahead(positions, lambda batch: (x.read(batch), y[batch]))
-    return ((x[start:start + batch_size], y[start:start + batch_size]) for start in starts)
+    positions = (np.arange(start, min(start + batch_size, len(x))) for start in range(0, len(x), batch_size))
+    return read_ahead(positions, lambda batch: (x.read(batch), y[batch]))
 
 
 def read_ahead(positions: Iterator[np.ndarray], read: Callable[[np.ndarray], Batch]) -> Generator[Batch, None, None]:

@@ -22,6 +22,7 @@ import numpy as np
 
 from cnnsweep.errors import DataError, first_line
 from cnnsweep.run import image_folder, streaming
+from cnnsweep.run.aligned import aligned_float32
 from cnnsweep.run.config import DatasetConfig
 from cnnsweep.run.streaming import StreamedImages
 
@@ -279,9 +280,10 @@ def _as_images(x: np.ndarray, key: str, source: str) -> np.ndarray:
             f"{source}: {key} has shape {x.shape}; expected (N, H, W) or (N, H, W, C) images"
         )
     if x.dtype == np.uint8:
-        return x.astype(np.float32) / 255.0
+        return np.divide(x, np.float32(255.0), out=aligned_float32(x.shape), dtype=np.float32)
     if np.issubdtype(x.dtype, np.floating):
-        images = x.astype(np.float32)
+        images = aligned_float32(x.shape)
+        images[...] = x
         if not np.isfinite(images).all():
             raise DataError(f"{source}: {key} contains NaN or infinite pixels; clean the data first")
         return images

@@ -18,7 +18,7 @@ import numpy as np
 from cnnsweep.errors import ConfigError, DiskFull, TrainingError, first_line
 from cnnsweep.run import hardware
 from cnnsweep.run.backends import Placement
-from cnnsweep.run.backends.tensorflow import batch_pipeline
+from cnnsweep.run.backends.tensorflow import array_pipeline, batch_pipeline
 from cnnsweep.run.batches import Images, InOrderBatches, TrainingBatches, batch_count, evaluation_batches
 from cnnsweep.run.checkpoints import Checkpoint, Checkpoints, ResumePoint
 from cnnsweep.run.config import LrSchedule, OptimizerConfig, RunConfig, TrainingConfig
@@ -172,14 +172,17 @@ class BackendGeneratorsRestore(keras.callbacks.Callback):
 
 
 class FollowEpochs(keras.callbacks.Callback):
-    """Points the training batches at the epoch fit is about to read (TrainingBatches)."""
+    """Points the training batches at the epoch fit is about to read (TrainingBatches), and gives a
+    TensorFlow pipeline over arrays that epoch's order (`set_order`)."""
 
-    def __init__(self, batches: TrainingBatches) -> None:
+    def __init__(self, batches: TrainingBatches, set_order: Optional[Callable[[np.ndarray], Any]]) -> None:
         super().__init__()
-        self.batches = batches
+        self.batches, self.set_order = batches, set_order
 
     def on_epoch_begin(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
         self.batches.epoch = epoch
+        if self.set_order is not None:
+            self.set_order(self.batches.order())
 
 
 class NanLossGuard(keras.callbacks.Callback):
@@ -303,13 +306,13 @@ def fit(model: keras.Model, config: RunConfig, data: Dataset, run_dir: Path, bat
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / TENSORBOARD_DIR)))
     batches = TrainingBatches(data.x_train, data.y_train, batch_sizes.train, config.seed, training.shuffle, first_epoch)
-    callbacks = [FollowEpochs(batches), *callbacks]
+    batches_input, set_order = training_input(batches)
+    callbacks = [FollowEpochs(batches, set_order), *callbacks]
     validation = (evaluation_input(data.x_val, data.y_val, batch_sizes.evaluation)
                   if data.x_val is not None and data.y_val is not None else None)
     started = time.perf_counter()
     model.fit(
-        batch_pipeline(batches.epoch_batches, data.x_train, data.y_train, count=len(batches)) if on_tensorflow()
-        else batches,
+        batches_input,
         epochs=training.epochs,
         initial_epoch=first_epoch,
         shuffle=False,  # `batches` is already reshuffled every epoch
@@ -334,13 +337,26 @@ def on_tensorflow() -> bool:
     return keras.config.backend() == "tensorflow"
 
 
+def training_input(batches: TrainingBatches) -> tuple[Any, Optional[Callable[[np.ndarray], Any]]]:
+    """What fit trains on, and where each epoch's order goes: on TensorFlow a tf.data pipeline (over arrays
+    in memory, its order set each epoch; over a streamed folder, `batches`' own), else `batches` itself."""
+    if not on_tensorflow():
+        return batches, None
+    if batches.streamed:
+        return batch_pipeline(batches.epoch_batches, batches.x, batches.y, count=len(batches)), None
+    return array_pipeline(batches.x, batches.y, batches.batch_size, batches.order())
+
+
 def evaluation_input(x: Images, y: np.ndarray, batch_size: int) -> Any:
-    """What fit validates on and evaluate tests on, in order: a tf.data pipeline on TensorFlow (see
-    batch_pipeline), a streamed folder's batches, else the (x, y) arrays."""
-    if on_tensorflow():
-        return batch_pipeline(lambda: evaluation_batches(x, y, batch_size), x, y, count=batch_count(len(x), batch_size))
+    """What fit validates on and evaluate tests on, in order: a tf.data pipeline on TensorFlow, a streamed
+    folder's batches, else the (x, y) arrays."""
     if isinstance(x, StreamedImages):
+        if on_tensorflow():
+            return batch_pipeline(lambda: evaluation_batches(x, y, batch_size), x, y,
+                                  count=batch_count(len(x), batch_size))
         return InOrderBatches(x, y, batch_size)
+    if on_tensorflow():
+        return array_pipeline(x, y, batch_size, np.arange(len(x)))[0]
     return x, y
 
 

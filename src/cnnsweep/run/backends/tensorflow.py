@@ -15,7 +15,7 @@ if TYPE_CHECKING:  # cnnsweep.run.batches imports Keras, which must not start be
 
     from cnnsweep.run.batches import Batch, Images
 
-PIPELINE_READ_AHEAD = 2  # batches batch_pipeline makes ready while one trains
+PIPELINE_READ_AHEAD = 2  # batches a pipeline makes ready while one trains
 
 
 def environment(config: HardwareConfig, intra_op: Optional[int], inter_op: Optional[int]) -> dict[str, str]:
@@ -109,17 +109,57 @@ def strategy_placement(strategy: Any) -> Placement:
 
 def batch_pipeline(batches: Callable[[], Iterator[Batch]], x: Images, y: np.ndarray,
                    count: Optional[int] = None) -> Any:
-    """A tf.data pipeline over `batches()` (called at each pass) of the split (x, y), `count` batches a
-    pass when known (Keras then stops there instead of warning that the data ran out), with a fixed
-    read-ahead and tf.data's autotuning off. Keras' own pipeline for a generator or arrays autotunes, and
-    deleting an autotuned iterator waits out its tuning thread's current sleep, which doubles as training
-    goes on: on a busy CPU, fit and evaluate returned seconds (up to a minute) after their last step."""
+    """A tf.data pipeline over `batches()` (called at each pass) of the split (x, y): a streamed folder's,
+    read in Python. `count` batches a pass when known (Keras then stops there instead of warning that the
+    data ran out)."""
     import tensorflow as tf
 
     signature = tuple(tf.TensorSpec((None, *part.shape[1:]), tf.as_dtype(part.dtype)) for part in (x, y))
+    return finished(tf.data.Dataset.from_generator(batches, output_signature=signature), count)
+
+
+def array_pipeline(x: np.ndarray, y: np.ndarray, batch_size: int,
+                   order: np.ndarray) -> tuple[Any, Callable[[np.ndarray], Any]]:
+    """A tf.data pipeline over the arrays (x, y) in memory, `batch_size` at a time in the order a variable
+    holds (`order` to start with), and the function that sets the order of the next pass before it starts.
+    No Python runs while it iterates: with a Python generator in the pipeline (from_generator), glibc
+    unmapped and refaulted its heaps on every training step, up to half of an epoch's time."""
+    import tensorflow as tf
+
+    from cnnsweep.run.batches import batch_count
+
+    with tf.device("/CPU:0"):  # where tf.data runs: it cannot read a variable on a GPU
+        positions = tf.Variable(order, trainable=False, dtype=tf.int64)
+    batches = (tf.data.Dataset.range(1).map(lambda _: positions.read_value())
+               .flat_map(tf.data.Dataset.from_tensor_slices).batch(batch_size))
+    arrays = tf.data.Dataset.from_tensors((shared_tensor(x), shared_tensor(y))).repeat()
+    pipeline = tf.data.Dataset.zip((batches, arrays)).map(
+        lambda batch, split: (tf.gather(split[0], batch), tf.gather(split[1], batch)))
+    return finished(pipeline, batch_count(len(x), batch_size), reads_variable=True), positions.assign
+
+
+def shared_tensor(array: np.ndarray) -> Any:
+    """`array` as a tensor over the same memory where TensorFlow can read it in place (as the images
+    cnnsweep.run.data loads), else a copy (as tf.convert_to_tensor makes of any array)."""
+    import tensorflow as tf
+
+    from cnnsweep.run.aligned import in_place_view
+
+    view = in_place_view(array)
+    return tf.convert_to_tensor(array) if view is None else tf.experimental.dlpack.from_dlpack(view.__dlpack__())
+
+
+def finished(pipeline: Any, count: Optional[int], reads_variable: bool = False) -> Any:
+    """`pipeline` with its batch count asserted, a fixed read-ahead and tf.data's autotuning off. Keras'
+    own pipeline for a generator or arrays autotunes, and deleting an autotuned iterator waits out its
+    tuning thread's current sleep, which doubles as training goes on: on a busy CPU, fit and evaluate
+    returned seconds (up to a minute) after their last step."""
+    import tensorflow as tf
+
     options = tf.data.Options()
     options.autotune.enabled = False
-    pipeline = tf.data.Dataset.from_generator(batches, output_signature=signature)
+    if reads_variable:  # the order is state outside the pipeline, which tf.data otherwise refuses to distribute
+        options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
     if count is not None:
         pipeline = pipeline.apply(tf.data.experimental.assert_cardinality(count))
     return pipeline.prefetch(PIPELINE_READ_AHEAD).with_options(options)
