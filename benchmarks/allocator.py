@@ -5,8 +5,8 @@ from a folder, on the search-efficiency protocol's data.
     CNNSWEEP_DATA_DIR=../shared/datasets uv run python benchmarks/allocator.py [--pads null 64] [--rounds 2]
 
 Each job is `src/run.py` in its own process, one thread (as a search's slot on launcher=parallel; one row
-with TensorFlow's own thread pools), one epoch on 5,000 of the first 10,000 MNIST training images (the
-other 5,000 validate). In memory, TensorFlow's pipeline gathers the batches itself; streamed, the very
+with TensorFlow's own thread pools), one epoch on the first 10,000 MNIST training images, validated on
+the last 5,000. In memory, TensorFlow's pipeline gathers the batches itself; streamed, the very
 same images are written once as a folder of PNGs, decoded into cnnsweep's cache and fed to TensorFlow a
 batch at a time by Python (`dataset.in_memory_gb=0`). The pads alternate within each round so a drift of
 the machine hits them alike. Printed per job: the epoch's seconds, the process's user and system CPU
@@ -40,24 +40,27 @@ MODELS = {
     "tutorial, batch 32, all cores": ["training.batch_size=32", "hardware.intra_op_threads=null",
                                       "hardware.inter_op_threads=null"],
 }
-TRAIN_IMAGES, TEST_IMAGES = 10_000, 1_000
+TRAIN_IMAGES, VAL_IMAGES, TEST_IMAGES = 10_000, 5_000, 1_000
 
 
 def sources(folder: Path) -> dict[str, list[str]]:
     """The dataset settings of each source: MNIST's arrays in memory, and its same images as a folder."""
     return {
-        "in memory": ["dataset=mnist", f"dataset.max_train={TRAIN_IMAGES}", "dataset.val_size=5000",
+        "in memory": ["dataset=mnist", f"dataset.max_train={TRAIN_IMAGES}", f"dataset.val_size={VAL_IMAGES}",
                       f"dataset.max_test={TEST_IMAGES}"],
         "streamed": ["dataset=folder", f"dataset.path={folder}", "dataset.image_size=[28,28]",
-                     "dataset.color_mode=grayscale", "dataset.val_size=5000", "dataset.in_memory_gb=0"],
+                     "dataset.color_mode=grayscale", "dataset.in_memory_gb=0"],
     }
 
 
 def write_folder(folder: Path) -> None:
-    """The protocol's training images and the first test images as train/<digit>/ and test/<digit>/ PNGs."""
+    """The in-memory source's very images as train/, val/ and test/ folders of <digit>/ PNGs."""
     with np.load(Path(os.environ["CNNSWEEP_DATA_DIR"]) / "mnist.npz") as mnist:
-        for split, count in (("train", TRAIN_IMAGES), ("test", TEST_IMAGES)):
-            for number, (image, label) in enumerate(zip(mnist[f"x_{split}"][:count], mnist[f"y_{split}"][:count])):
+        splits = {"train": ("train", slice(TRAIN_IMAGES)), "val": ("train", slice(-VAL_IMAGES, None)),
+                  "test": ("test", slice(TEST_IMAGES))}
+        for split, (source, images) in splits.items():
+            pairs = zip(mnist[f"x_{source}"][images], mnist[f"y_{source}"][images])
+            for number, (image, label) in enumerate(pairs):
                 (folder / split / str(label)).mkdir(parents=True, exist_ok=True)
                 Image.fromarray(image).save(folder / split / str(label) / f"{number:05d}.png")
 
