@@ -86,10 +86,11 @@ def main() -> None:
     epochs: dict[tuple[str, str, str], list[float]] = {}
     with tempfile.TemporaryDirectory() as workdir:
         write_folder(Path(workdir) / "mnist-folder")
+        source_settings_of = sources(Path(workdir) / "mnist-folder")
         env = {**os.environ, "CNNSWEEP_CACHE_DIR": str(Path(workdir) / "cache")}
         for round_number in range(args.rounds):
             for model, model_settings in MODELS.items():
-                for source, source_settings in sources(Path(workdir) / "mnist-folder").items():
+                for source, source_settings in source_settings_of.items():
                     for pad in args.pads:
                         folder = Path(workdir) / f"{round_number}-{len(epochs)}-{pad}"
                         before = os.times(), _children_faults()
@@ -103,7 +104,7 @@ def main() -> None:
                               flush=True)
     print()
     for model in MODELS:
-        for source in sources(Path()):
+        for source in source_settings_of:
             first = statistics.median(epochs[(model, source, args.pads[0])])
             print(f"{model:32s} {source:9s} " + "  ".join(
                 f"pad {pad}: {statistics.median(epochs[(model, source, pad)]):5.1f} s "

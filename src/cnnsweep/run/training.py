@@ -321,8 +321,9 @@ def fit(model: keras.Model, config: RunConfig, data: Dataset, run_dir: Path, bat
         callbacks=callbacks,
         verbose=1 if show_progress_bar else 0,
     )
-    # A batch generator fit leaves unfinished (a stopped or pruned run) is freed now, not at exit: TensorFlow
-    # finalizes it by calling back into Python, which at exit prints an error after the run's last line.
+    # A streamed folder's batch generator fit leaves unfinished (a stopped or pruned run) is freed now, not at
+    # exit: TensorFlow finalizes it by calling back into Python, which at exit prints an error after the run's
+    # last line.
     gc.collect()
     if nan_guard.stopped_at is not None:
         epoch, batch = nan_guard.stopped_at
