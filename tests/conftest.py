@@ -91,6 +91,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                1 if item.get_closest_marker("tensorflow") else 2)
 
 
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fail, in one line, a test whose xdist_group `--dist loadgroup` lost (the suite relies on the groups: the
+    Slurm tests' turns on the one-node cluster, fixtures made once per group), rather than run it in the
+    wrong worker."""
+    if getattr(item.config.option, "loadgroup", False) and item.get_closest_marker("xdist_group") \
+            and "@" not in item.nodeid:
+        pytest.fail("--dist loadgroup lost this test's xdist_group (pytest-dev/pytest-xdist#1386): install the "
+                    "pytest that pyproject.toml's dev group allows (`uv sync`)", pytrace=False)
+
+
 @pytest.fixture
 def compose_config() -> Callable[..., DictConfig]:
     """Compose conf/config.yaml with overrides, exactly as `src/run.py` would."""
@@ -107,7 +117,7 @@ def dataset_config(**fields) -> DatasetConfig:
     return replace(compose_run_config("dataset=npz", "dataset.path=unset.npz").dataset, **{"path": None, **fields})
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """The folder holding the real mnist.npz, from CNNSWEEP_DATA_DIR (set by .ci/run)."""
     data_dir = os.environ.get("CNNSWEEP_DATA_DIR")

@@ -114,7 +114,8 @@ HYDRA_PLUGINS_HERE = {"hydra-optuna-sweeper"}
 def test_a_search_over_jax_and_torch_needs_only_the_device_and_the_kit(run_cli, mnist_dir: Path,
                                                                       tmp_path: Path) -> None:
     """Also the backends' search behaviour: each trial runs on the backend it drew, a warm worker per backend
-    in turn (replaced when the next trial's backend differs)."""
+    in turn (replaced when the next trial's backend differs), and mixed precision on both (bfloat16
+    activations with float32 weights still learn)."""
     kit = {normalized(name) for name in KIT_DISTRIBUTIONS}
     available = with_requirements(set(ON_DEVICE)) | kit | {"cnnsweep"} | HYDRA_PLUGINS_HERE
     (tmp_path / "device").mkdir()
@@ -126,7 +127,7 @@ def test_a_search_over_jax_and_torch_needs_only_the_device_and_the_kit(run_cli, 
     assert "tensorflow" in json.loads(env["CNNSWEEP_BLOCKED_MODULES"])
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     search = run_cli("-m", "sweeps=quick", *TINY_RUN, "training.epochs=1", "dataset.val_size=128",
-                     "hydra.sweeper.n_trials=4", "hardware.backend=choice(jax,torch)",
+                     "hydra.sweeper.n_trials=4", "hardware.backend=choice(jax,torch)", "hardware.precision=mixed_bfloat16",
                      f"hydra.sweep.dir={tmp_path / 'search'}", f"hydra.sweeper.storage={storage}", env=env,
                      timeout=600)
     assert search.returncode == 0, search.stderr[-3000:]
@@ -139,6 +140,10 @@ def test_a_search_over_jax_and_torch_needs_only_the_device_and_the_kit(run_cli, 
     assert [backend for backend, _ in workers] == backends
     for (backend, pid), (next_backend, next_pid) in zip(workers, workers[1:]):
         assert (pid == next_pid) == (backend == next_backend)
+    for trial in study.trials:
+        devices = json.loads((tmp_path / "search" / str(trial.number) / "environment.json").read_text())["devices"]
+        assert devices["precision"] == "mixed_bfloat16"
+    assert study.best_value > 0.15  # val_accuracy above chance (0.1)
 
     logs = [json.loads(path.read_text()) for path in (tmp_path / "imports").glob("*.json")]
     assert len(logs) >= 3  # the sweep and a warm worker per backend

@@ -13,20 +13,26 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPORT, RUN_SCRIPT, TINY_RUN, error_lines
+from conftest import REPORT, RUN, RUN_SCRIPT, TINY_RUN, command_env, error_lines
 from cnnsweep.review.leaderboard import sort_by_objective
 
 
-@pytest.fixture
-def grid_sweep(run_cli, mnist_dir: Path, tmp_path: Path) -> tuple[Path, subprocess.CompletedProcess]:
-    sweep = tmp_path / "grid"
-    result = run_cli("-m", *TINY_RUN, "training.epochs=1", "model.filters=4,8", "seed=0,1",
-                     f"hydra.sweep.dir={sweep}", env={"CNNSWEEP_DATA_DIR": str(mnist_dir)})
+@pytest.fixture(scope="session")
+def grid_sweep(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """A real 4-job grid, made once for the two tests that read it (one worker runs both: GRID_GROUP)."""
+    sweep = tmp_path_factory.mktemp("leaderboard") / "grid"
+    result = subprocess.run([*RUN, "-m", *TINY_RUN, "training.epochs=1", "model.filters=4,8", "seed=0,1",
+                             f"hydra.sweep.dir={sweep}"], cwd=sweep.parent, capture_output=True, text=True,
+                            env=command_env(CNNSWEEP_DATA_DIR=str(mnist_dir)), timeout=300)
     assert result.returncode == 0, result.stderr
     return sweep, result
 
 
+GRID_GROUP = pytest.mark.xdist_group("leaderboard_grid")
+
+
 @pytest.mark.tensorflow
+@GRID_GROUP
 def test_grid_multirun_writes_its_leaderboard(grid_sweep) -> None:
     sweep, result = grid_sweep
     board = pd.read_csv(sweep / "leaderboard.csv")
@@ -48,6 +54,7 @@ def test_grid_multirun_writes_its_leaderboard(grid_sweep) -> None:
 
 
 @pytest.mark.tensorflow
+@GRID_GROUP
 def test_report_aggregates_seeds_and_draws_plots(grid_sweep, run_cli, tmp_path: Path) -> None:
     sweep, _ = grid_sweep
     output = tmp_path / "review" / "board.csv"

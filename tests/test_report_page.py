@@ -24,11 +24,13 @@ from test_search import fake_search_args
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
 
-# The reviewed folder is made once for this module's tests, which run in one worker of the parallel suite.
+# The reviewed folder is made once for this module's tests, which run in one worker of the parallel suite
+# (session-scoped: a module-scoped fixture is made again when the worker runs another module's test between
+# two of these).
 pytestmark = pytest.mark.xdist_group("report_page")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reviewed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 6-job grid and a 6-trial search, then `cnnsweep report` over both."""
     folder = tmp_path_factory.mktemp("reviewed")
