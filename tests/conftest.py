@@ -192,14 +192,20 @@ def command_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_command(*args: str, cwd: Path, command: Sequence[str] = RUN, env: Optional[dict[str, str]] = None,
+                timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run a command (default: src/run.py) in a subprocess from `cwd` (so outputs/ lands there), output captured."""
+    return subprocess.run([*command, *args], cwd=cwd, env=command_env(**(env or {})), capture_output=True, text=True,
+                          timeout=timeout)
+
+
 @pytest.fixture
 def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
-    """Run a command (default: src/run.py) in a subprocess from a temporary folder (so outputs/ lands there)."""
+    """run_command from a temporary folder."""
 
     def _run(*args: str, command: Sequence[str] = RUN, env: Optional[dict[str, str]] = None,
              timeout: int = 300) -> subprocess.CompletedProcess:
-        return subprocess.run([*command, *args], cwd=tmp_path, env=command_env(**(env or {})),
-                              capture_output=True, text=True, timeout=timeout)
+        return run_command(*args, cwd=tmp_path, command=command, env=env, timeout=timeout)
 
     return _run
 

@@ -127,7 +127,8 @@ def test_a_search_over_jax_and_torch_needs_only_the_device_and_the_kit(run_cli, 
     assert "tensorflow" in json.loads(env["CNNSWEEP_BLOCKED_MODULES"])
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     search = run_cli("-m", "sweeps=quick", *TINY_RUN, "training.epochs=1", "dataset.val_size=128",
-                     "hydra.sweeper.n_trials=4", "hardware.backend=choice(jax,torch)", "hardware.precision=mixed_bfloat16",
+                     "hydra.sweeper.n_trials=4", "hardware.backend=choice(jax,torch)",
+                     "hardware.precision=mixed_bfloat16",
                      f"hydra.sweep.dir={tmp_path / 'search'}", f"hydra.sweeper.storage={storage}", env=env,
                      timeout=600)
     assert search.returncode == 0, search.stderr[-3000:]

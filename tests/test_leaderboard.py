@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import REPORT, RUN, RUN_SCRIPT, TINY_RUN, command_env, error_lines
+from conftest import REPORT, RUN_SCRIPT, TINY_RUN, error_lines, run_command
 from cnnsweep.review.leaderboard import sort_by_objective
 
 
@@ -21,9 +21,8 @@ from cnnsweep.review.leaderboard import sort_by_objective
 def grid_sweep(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     """A real 4-job grid, made once for the two tests that read it (one worker runs both: GRID_GROUP)."""
     sweep = tmp_path_factory.mktemp("leaderboard") / "grid"
-    result = subprocess.run([*RUN, "-m", *TINY_RUN, "training.epochs=1", "model.filters=4,8", "seed=0,1",
-                             f"hydra.sweep.dir={sweep}"], cwd=sweep.parent, capture_output=True, text=True,
-                            env=command_env(CNNSWEEP_DATA_DIR=str(mnist_dir)), timeout=300)
+    result = run_command("-m", *TINY_RUN, "training.epochs=1", "model.filters=4,8", "seed=0,1",
+                         f"hydra.sweep.dir={sweep}", cwd=sweep.parent, env={"CNNSWEEP_DATA_DIR": str(mnist_dir)})
     assert result.returncode == 0, result.stderr
     return sweep, result
 

@@ -18,7 +18,7 @@ import matplotlib.image
 import pandas as pd
 import pytest
 
-from conftest import FAKE_RUN, REPORT, command_env, missing, write_npz
+from conftest import FAKE_RUN, REPORT, missing, run_command, write_npz
 from test_search import fake_search_args
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
@@ -37,8 +37,7 @@ def reviewed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tiny_data = write_npz(folder / "tiny.npz", n_train=96, n_test=32)
 
     def run(*args: str, command: list[str]) -> None:
-        result = subprocess.run([*command, *args], cwd=folder, env=command_env(), capture_output=True, text=True,
-                                timeout=300)
+        result = run_command(*args, cwd=folder, command=command)
         assert result.returncode == 0, result.stderr
 
     run("-m", "model.filters=16,32,64", "seed=0,1", f"dataset.path={tiny_data}", "training.epochs=2",
