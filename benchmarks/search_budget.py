@@ -15,6 +15,12 @@ is told its budget (hydra.sweeper.timeout) and killed when it is spent, once per
                 at each later epoch (cnnsweep.search.pruners)
   tpe+hyperband the same with Optuna's Hyperband (min_resource 1, max_resource 3, reduction_factor 3: a
                 bracket halving from epoch 1 and one that trains every trial to the end)
+  tpe+independent
+                the same with hydra.sweeper.sampler.multivariate=false (a TPE model per parameter)
+  tpe+ordered   the same with filters and kernel size as range(16, 64, step=16) and range(2, 4): the
+                same values, ordered, so what TPE learns of one value informs its neighbours
+  tpe+ordered+independent
+                both
   tpe           the same with hydra.sweeper.enqueue_baseline=false
   random        hydra/sweeper/sampler=random, hydra.sweeper.pruner=none, no baseline
   unfitted      tpe+baseline with hydra.sweeper.fit_budget=false (start-ups as configured, however short
@@ -53,9 +59,12 @@ from warm_workers import KERAS_TUNERS, PROTOCOL, ROOT, keras_tuner_search, print
 
 SETUPS = {
     "tpe+baseline": [],
-    "tpe+median": ["sweeps=baseline_median"],  # written by median_sweep() from baseline_tpe.yaml
+    "tpe+median": ["sweeps=baseline_median"],  # written by variant_sweeps() from baseline_tpe.yaml
     "tpe+recheck": ["hydra.sweeper.pruner=rechecked_halving"],  # baseline_tpe's halving options, rechecked
     "tpe+hyperband": ["hydra.sweeper.pruner=hyperband", "+hydra.sweeper.pruner_options.max_resource=3"],
+    "tpe+independent": ["hydra.sweeper.sampler.multivariate=false"],
+    "tpe+ordered": ["sweeps=baseline_ordered"],
+    "tpe+ordered+independent": ["sweeps=baseline_ordered", "hydra.sweeper.sampler.multivariate=false"],
     "tpe": ["hydra.sweeper.enqueue_baseline=false"],
     "random": ["hydra/sweeper/sampler=random", "hydra.sweeper.pruner=none", "hydra.sweeper.enqueue_baseline=false"],
     "unfitted": ["hydra.sweeper.fit_budget=false"],
@@ -68,13 +77,18 @@ TUNER_SETUPS = {f"kt-{tuner}{'+pad' if padded else ''}": (tuner, padded) for pad
 AS_SHIPPED_TUNERS = [setup for setup, (_, padded) in TUNER_SETUPS.items() if not padded]
 
 
-def median_sweep(conf: Path) -> None:
-    """baseline_tpe.yaml with its pruner and pruner options replaced by the median pruner's (the command
-    line can only merge pruner_options, not replace them)."""
-    sweep = yaml.safe_load((ROOT / "sweeps" / "baseline_tpe.yaml").read_text())
-    sweep["hydra"]["sweeper"].update(pruner="median", pruner_options={"n_startup_trials": 3, "n_warmup_steps": 2})
+def variant_sweeps(conf: Path) -> None:
+    """baseline_tpe.yaml with the median pruner's options (baseline_median) and with filters and kernel size
+    as ranges (baseline_ordered), in `conf`/sweeps: the command line can merge into pruner_options and
+    params, not replace them."""
+    shipped = (ROOT / "sweeps" / "baseline_tpe.yaml").read_text()
+    median, ordered = yaml.safe_load(shipped), yaml.safe_load(shipped)
+    median["hydra"]["sweeper"].update(pruner="median", pruner_options={"n_startup_trials": 3, "n_warmup_steps": 2})
+    ordered["hydra"]["sweeper"]["params"].update({"model.filters": "range(16, 64, step=16)",
+                                                  "model.kernel_size": "range(2, 4)"})
     (conf / "sweeps").mkdir(parents=True, exist_ok=True)
-    (conf / "sweeps" / "baseline_median.yaml").write_text("# @package _global_\n" + yaml.safe_dump(sweep))
+    for name, sweep in (("baseline_median", median), ("baseline_ordered", ordered)):
+        (conf / "sweeps" / f"{name}.yaml").write_text("# @package _global_\n" + yaml.safe_dump(sweep))
 
 
 def search(setup: str, seed: int, budget: float, workdir: Path) -> dict:
@@ -135,7 +149,7 @@ def main() -> None:
         sys.exit("error: set CNNSWEEP_DATA_DIR to a folder holding mnist.npz")
     print(f"CPU: {cpu_description()}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
-        median_sweep(Path(folder) / "conf")
+        variant_sweeps(Path(folder) / "conf")
         for budget in args.budgets:
             print(f"\nbudget {budget:g} s", flush=True)
             results = run_all(args.seeds, args.setups,
