@@ -63,7 +63,7 @@ SETUPS = {
     "tpe+recheck": ["hydra.sweeper.pruner=rechecked_halving"],  # baseline_tpe's halving options, rechecked
     "tpe+hyperband": ["hydra.sweeper.pruner=hyperband", "+hydra.sweeper.pruner_options.max_resource=3"],
     "tpe+independent": ["hydra.sweeper.sampler.multivariate=false"],
-    "tpe+ordered": ["sweeps=baseline_ordered"],
+    "tpe+ordered": ["sweeps=baseline_ordered"],  # written by variant_sweeps() too
     "tpe+ordered+independent": ["sweeps=baseline_ordered", "hydra.sweeper.sampler.multivariate=false"],
     "tpe": ["hydra.sweeper.enqueue_baseline=false"],
     "random": ["hydra/sweeper/sampler=random", "hydra.sweeper.pruner=none", "hydra.sweeper.enqueue_baseline=false"],

@@ -8,6 +8,7 @@ commands, launchers and searches with tests/fake_run.py, which replaces only the
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -202,12 +203,7 @@ def run_command(*args: str, cwd: Path, command: Sequence[str] = RUN, env: Option
 @pytest.fixture
 def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
     """run_command from a temporary folder."""
-
-    def _run(*args: str, command: Sequence[str] = RUN, env: Optional[dict[str, str]] = None,
-             timeout: int = 300) -> subprocess.CompletedProcess:
-        return run_command(*args, cwd=tmp_path, command=command, env=env, timeout=timeout)
-
-    return _run
+    return functools.partial(run_command, cwd=tmp_path)
 
 
 @pytest.fixture
