@@ -6,6 +6,7 @@ distribution in the kit is imported by them (none travels for nothing)."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from importlib import metadata
@@ -62,11 +63,14 @@ def normalized(name: str) -> str:
 
 
 def distribution_files() -> dict[str, str]:
-    """Each installed file's path -> the distribution that installed it."""
+    """Each installed file's real path -> the distribution that installed it. The metadata is read and the
+    install folder resolved once per distribution, not for each of its files: TensorFlow alone has tens of
+    thousands."""
     owners: dict[str, str] = {}
     for distribution in metadata.distributions():
+        name, root = normalized(distribution.metadata["Name"]), Path(distribution.locate_file("")).resolve()
         for file in distribution.files or []:
-            owners[str(Path(distribution.locate_file(file)).resolve())] = normalized(distribution.metadata["Name"])
+            owners[os.path.normpath(root / file)] = name
     return owners
 
 
