@@ -21,6 +21,8 @@ is told its budget (hydra.sweeper.timeout) and killed when it is spent, once per
                 same values, ordered, so what TPE learns of one value informs its neighbours
   tpe+ordered+independent
                 both
+  tpe+cosine    the same with training.lr_schedule=cosine: each trial's learning rate decays to 0 by its
+                last step (the protocol trains at a constant rate; compare with kt-*+cosine)
   tpe           the same with hydra.sweeper.enqueue_baseline=false
   random        hydra/sweeper/sampler=random, hydra.sweeper.pruner=none, no baseline
   unfitted      tpe+baseline with hydra.sweeper.fit_budget=false (start-ups as configured, however short
@@ -34,6 +36,9 @@ is told its budget (hydra.sweeper.timeout) and killed when it is spent, once per
   kt-random+pad, kt-bayesian+pad, kt-hyperband+pad
                 the same with glibc's allocator padded as cnnsweep pads it (MALLOC_TOP_PAD_), to tell the
                 search's share of a difference from the allocator's
+  kt-random+cosine, kt-bayesian+cosine
+                the same with training.lr_schedule=cosine's schedule (not Hyperband: its continued trials
+                would start the schedule again)
 Counted for each: trials finished (completed or pruned) within the budget, the configurations they tried
 (the same for cnnsweep; keras-tuner's Hyperband counts a promoted configuration's further epochs as a trial
 of its own), the epochs they trained, and
@@ -65,6 +70,7 @@ SETUPS = {
     "tpe+independent": ["hydra.sweeper.sampler.multivariate=false"],
     "tpe+ordered": ["sweeps=baseline_ordered"],  # written by variant_sweeps() too
     "tpe+ordered+independent": ["sweeps=baseline_ordered", "hydra.sweeper.sampler.multivariate=false"],
+    "tpe+cosine": ["training.lr_schedule=cosine"],  # outside the protocol: trials end at a learning rate of 0
     "tpe": ["hydra.sweeper.enqueue_baseline=false"],
     "random": ["hydra/sweeper/sampler=random", "hydra.sweeper.pruner=none", "hydra.sweeper.enqueue_baseline=false"],
     "unfitted": ["hydra.sweeper.fit_budget=false"],
@@ -72,9 +78,12 @@ SETUPS = {
     "jax": ["hardware.backend=jax"],  # tpe+baseline on Keras' other backends
     "torch": ["hardware.backend=torch"],
 }
-TUNER_SETUPS = {f"kt-{tuner}{'+pad' if padded else ''}": (tuner, padded) for padded in (False, True)
-                for tuner in KERAS_TUNERS}
-AS_SHIPPED_TUNERS = [setup for setup, (_, padded) in TUNER_SETUPS.items() if not padded]
+AS_SHIPPED_TUNERS = [f"kt-{tuner}" for tuner in KERAS_TUNERS]
+TUNER_SETUPS = {  # keras_tuner_search's arguments: the tuner, the allocator padded, the learning-rate schedule
+    **{f"kt-{tuner}": (tuner, False, "constant") for tuner in KERAS_TUNERS},
+    **{f"kt-{tuner}+pad": (tuner, True, "constant") for tuner in KERAS_TUNERS},
+    **{f"kt-{tuner}+cosine": (tuner, False, "cosine") for tuner in ("random", "bayesian")},
+}
 
 
 def variant_sweeps(conf: Path) -> None:

@@ -86,12 +86,15 @@ KERAS_TUNER = r"""
 import sys
 from dataclasses import replace
 import keras, keras_tuner, numpy as np
+from cnnsweep.run.batches import batch_count
 from cnnsweep.run.config import compose_run_config
 from cnnsweep.run.data import load_dataset
 from cnnsweep.run.model import build_model
+from cnnsweep.run.training import learning_rate
 
-seed, folder, tuner_name = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-run = compose_run_config("dataset.max_train=10000", "dataset.val_size=5000", "training.epochs=3")
+seed, folder, tuner_name, schedule = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+run = compose_run_config("dataset.max_train=10000", "dataset.val_size=5000", "training.epochs=3",
+                         f"training.lr_schedule={schedule}")
 data = load_dataset(run.dataset)
 
 
@@ -102,7 +105,11 @@ class SearchSpace(keras_tuner.HyperModel):  # sweeps/baseline_tpe.yaml's params
                         dense_units=hp.Choice("dense_units", [32, 64, 128, 256]),
                         dropout=hp.Float("dropout", 0.0, 0.5))
         network = build_model(model, data.input_shape, data.num_classes)
-        network.compile(optimizer=keras.optimizers.Adam(hp.Float("lr", 1e-4, 1e-2, sampling="log")),
+        rate = hp.Float("lr", 1e-4, 1e-2, sampling="log")
+        if schedule != "constant":  # its steps need the batch size, declared early (fit() gets the same value)
+            steps = batch_count(len(data.x_train), hp.Choice("batch_size", [32, 64, 128, 256]))
+            rate = learning_rate(rate, run.training, steps)
+        network.compile(optimizer=keras.optimizers.Adam(rate),
                         loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         return network
 
@@ -122,13 +129,17 @@ KERAS_TUNERS = ("random", "bayesian", "hyperband")
 MALLOC_TOP_PAD_MB = OmegaConf.load(ROOT / "conf" / "hardware" / "auto.yaml").malloc_top_pad_mb  # cnnsweep's default
 
 
-def keras_tuner_search(seed: int, budget: float, workdir: Path, tuner: str = "random", padded: bool = False) -> dict:
+def keras_tuner_search(seed: int, budget: float, workdir: Path, tuner: str = "random", padded: bool = False,
+                       schedule: str = "constant") -> dict:
     """keras-tuner's `tuner` for `budget` seconds; its trials finished within the budget. A trial's score is
     keras-tuner's: the best epoch's val_accuracy (cnnsweep's trial value is the last epoch's). `padded`: with
-    glibc's allocator set as cnnsweep sets it (hardware.malloc_top_pad_mb), through MALLOC_TOP_PAD_."""
-    folder = workdir / f"keras-tuner-{tuner}{'-padded' if padded else ''}-{seed}-{budget:g}"  # never a resumed one
+    glibc's allocator set as cnnsweep sets it (hardware.malloc_top_pad_mb), through MALLOC_TOP_PAD_.
+    `schedule`: the learning rate's, as training.lr_schedule sets it (cosine: over the 3 epochs; Hyperband's
+    continued trials would start it again)."""
+    folder = workdir / f"keras-tuner-{tuner}{'-padded' if padded else ''}-{schedule}-{seed}-{budget:g}"  # never resumed
     env = {"MALLOC_TOP_PAD_": str(MALLOC_TOP_PAD_MB << 20)} if padded else None
-    started = run_for([sys.executable, "-c", KERAS_TUNER, str(seed), str(folder), tuner], budget, workdir, env)
+    started = run_for([sys.executable, "-c", KERAS_TUNER, str(seed), str(folder), tuner, schedule], budget, workdir,
+                      env)
     deadline = started + budget
     finished = []
     for path in (folder / "bench").glob("trial_*/trial.json"):
