@@ -1,6 +1,8 @@
 """Every run feature on every Keras backend (hardware.backend: tensorflow, jax, torch), in real subprocess
-runs on a slice of the real MNIST: the run's records, the same history from the same config, a run killed
-with SIGKILL resumed to the history of an uninterrupted one, its model.keras loaded on another backend.
+runs on a slice of the real MNIST: the run's records, TensorBoard's curves and HParams session
+(training.tensorboard=true; TensorFlow installed: Keras' callback and the HParams writer need it on every
+backend), the same history from the same config, a run killed with SIGKILL resumed to the history of an
+uninterrupted one, its model.keras loaded on another backend.
 Warm workers replaced when the next job's backend differs, and mixed precision on JAX and PyTorch, are
 tests/test_device_kit.py's search over both backends, which runs as on the GPU machine."""
 
@@ -64,14 +66,15 @@ def kill_after_first_epoch(run_dir: Path, env: dict[str, str], cwd: Path) -> Non
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
 def test_every_run_feature_on_the_backend(backend: str, run_cli, mnist_dir: Path, tmp_path: Path) -> None:
     env = {"CNNSWEEP_DATA_DIR": str(mnist_dir)}
-    whole = run_cli(*SETTINGS, *WHOLE[backend], f"hardware.backend={backend}", f"hydra.run.dir={tmp_path / 'whole'}",
-                    env=env)
+    whole = run_cli(*SETTINGS, *WHOLE[backend], f"hardware.backend={backend}", "training.tensorboard=true",
+                    f"hydra.run.dir={tmp_path / 'whole'}", env=env)
     assert whole.returncode == 0, whole.stderr[-3000:]
     record = json.loads((tmp_path / "whole" / "metrics.json").read_text())
     environment = json.loads((tmp_path / "whole" / "environment.json").read_text())
     assert record["status"] == "completed" and record["params"] == 93_322 and record["epochs_completed"] == 3
     assert environment["devices"]["backend"] == backend and environment["versions"][PACKAGE[backend]]
     assert record["test_accuracy"] > 0.5
+    check_tensorboard(tmp_path / "whole", record)
 
     if backend != "tensorflow":  # TensorFlow's own: tests/test_resume.py (killed and resumed), test_cli.py (rerun)
         check_resume(backend, run_cli, env, tmp_path)
@@ -84,6 +87,26 @@ def test_every_run_feature_on_the_backend(backend: str, run_cli, mnist_dir: Path
     loaded = json.loads(reload.stdout.strip().splitlines()[-1])
     assert (loaded["backend"], loaded["params"]) == (other, 93_322)
     assert loaded["accuracy"] == pytest.approx(record["test_accuracy"], abs=2 / 256)  # float rounding may flip one
+
+
+def check_tensorboard(run_dir: Path, record: dict) -> None:
+    """Keras' per-epoch curves and cnnsweep's HParams session, read back with TensorBoard's own event reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+    from tensorflow import make_ndarray
+
+    curves = EventAccumulator(str(run_dir / "tensorboard" / "train")).Reload()
+    assert [event.step for event in curves.Tensors("epoch_loss")] == [0, 1, 2]  # one point per epoch
+
+    session = EventAccumulator(str(run_dir / "tensorboard")).Reload()
+    content = session.PluginTagToContent("hparams")["_hparams_/session_start_info"]
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
+    assert hparams["model.filters"].number_value == 32 and hparams["optimizer.name"].string_value == "adam"
+    assert hparams["dataset.val_size"].number_value == 128 and hparams["model.dropout"].number_value == 0.3
+    for name in ("test_accuracy", "val_accuracy", "params"):
+        [event] = session.Tensors(name)
+        assert float(make_ndarray(event.tensor_proto)) == pytest.approx(record[name])
+        assert event.step == record["epochs_completed"] == 3
 
 
 def check_resume(backend: str, run_cli, env: dict[str, str], tmp_path: Path) -> None:
