@@ -2,13 +2,16 @@
 searches against keras-tuner's three tuners over the same space, data and model.
 
     CNNSWEEP_DATA_DIR=../shared/datasets uv run --group benchmarks python benchmarks/search_budget.py \
-        [--budgets 290 600] [--seeds 0 1 2] [--setups tpe+baseline tpe+halving kt-random ...]
+        [--budgets 290 600] [--seeds 0 1 2] [--setups tpe+baseline tpe+constant kt-random ...]
 
 Protocol (the search-efficiency issue's): the first 10,000 MNIST training images, the last 5,000 held out,
 3 epochs. cnnsweep runs `sweeps=baseline_tpe launcher=parallel` (2 jobs at once on 2 cores); each setup
 is told its budget (hydra.sweeper.timeout) and killed when it is spent, once per budget and sampler seed:
   tpe+baseline  sweeps=baseline_tpe as shipped: TPE, successive halving (a rung at epoch 1 keeps the best
-                third), trial 0 the tutorial baseline
+                third), each trial's learning rate decaying to 0 by its last step (training.lr_schedule=cosine),
+                trial 0 the tutorial baseline
+  tpe+constant  the same at optimizer.lr throughout (training.lr_schedule=constant: baseline_tpe until
+                2026-12-01, and keras-tuner's trials; every tpe+ setup below trains as tpe+baseline does)
   tpe+median    the same with the median pruner judging from epoch 2 (baseline_tpe's pruner until
                 2026-11-30)
   tpe+recheck   the same with rechecked_halving: successive halving whose promotions are checked again
@@ -21,8 +24,6 @@ is told its budget (hydra.sweeper.timeout) and killed when it is spent, once per
                 same values, ordered, so what TPE learns of one value informs its neighbours
   tpe+ordered+independent
                 both
-  tpe+cosine    the same with training.lr_schedule=cosine: each trial's learning rate decays to 0 by its
-                last step (the protocol trains at a constant rate; compare with kt-*+cosine)
   tpe           the same with hydra.sweeper.enqueue_baseline=false
   random        hydra/sweeper/sampler=random, hydra.sweeper.pruner=none, no baseline
   unfitted      tpe+baseline with hydra.sweeper.fit_budget=false (start-ups as configured, however short
@@ -37,8 +38,8 @@ is told its budget (hydra.sweeper.timeout) and killed when it is spent, once per
                 the same with glibc's allocator padded as cnnsweep pads it (MALLOC_TOP_PAD_), to tell the
                 search's share of a difference from the allocator's
   kt-random+cosine, kt-bayesian+cosine
-                the same with training.lr_schedule=cosine's schedule (not Hyperband: its continued trials
-                would start the schedule again)
+                the same with baseline_tpe's schedule, training.lr_schedule=cosine (not Hyperband: its
+                continued trials would start the schedule again)
 Counted for each: trials finished (completed or pruned) within the budget, the configurations they tried
 (the same for cnnsweep; keras-tuner's Hyperband counts a promoted configuration's further epochs as a trial
 of its own), the epochs they trained, and
@@ -64,13 +65,13 @@ from warm_workers import KERAS_TUNERS, PROTOCOL, ROOT, keras_tuner_search, print
 
 SETUPS = {
     "tpe+baseline": [],
+    "tpe+constant": ["training.lr_schedule=constant"],
     "tpe+median": ["sweeps=baseline_median"],  # written by variant_sweeps() from baseline_tpe.yaml
     "tpe+recheck": ["hydra.sweeper.pruner=rechecked_halving"],  # baseline_tpe's halving options, rechecked
     "tpe+hyperband": ["hydra.sweeper.pruner=hyperband", "+hydra.sweeper.pruner_options.max_resource=3"],
     "tpe+independent": ["hydra.sweeper.sampler.multivariate=false"],
     "tpe+ordered": ["sweeps=baseline_ordered"],  # written by variant_sweeps() too
     "tpe+ordered+independent": ["sweeps=baseline_ordered", "hydra.sweeper.sampler.multivariate=false"],
-    "tpe+cosine": ["training.lr_schedule=cosine"],  # outside the protocol: trials end at a learning rate of 0
     "tpe": ["hydra.sweeper.enqueue_baseline=false"],
     "random": ["hydra/sweeper/sampler=random", "hydra.sweeper.pruner=none", "hydra.sweeper.enqueue_baseline=false"],
     "unfitted": ["hydra.sweeper.fit_budget=false"],
