@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, List, Optional
 from hydra.core.config_store import ConfigStore
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnsweep.search.settings import OptunaSearchConf, register_sampler_configs
 
@@ -39,6 +39,10 @@ class OptunaSearchSweeper(Sweeper):
         from cnnsweep.launch.contract import trial_launcher
         from cnnsweep.search.loop import Search
 
+        # One sweep folder for the whole search: ${now:...} resolves in each copy of the config, so the
+        # launcher's copy and each batch of trials composed from it would otherwise get a folder of their own.
+        with open_dict(config):
+            config.hydra.sweep.dir = str(config.hydra.sweep.dir)
         # The launcher writes and pickles its config (Slurm, Hydra's own launchers): it never sees the password,
         # which reaches the jobs through their environment (cnnsweep.credentials).
         launcher_config = redacted(config)
