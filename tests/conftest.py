@@ -11,8 +11,10 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable, NoReturn, Optional, Sequence
@@ -23,6 +25,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from PIL import Image, ImageDraw
 
+from cnnsweep.run.checkpoints import Checkpoints
 from cnnsweep.run.config import DatasetConfig, compose_run_config
 
 # The suite starts hundreds of Python processes: let them write the project's own bytecode (src/, tests/;
@@ -199,6 +202,21 @@ def run_command(*args: str, cwd: Path, command: Sequence[str] = RUN, env: Option
     return subprocess.run([*command, *args], cwd=cwd, env=command_env(**(env or {})), capture_output=True, text=True,
                           timeout=timeout)
 
+
+
+def kill_once_checkpointed(command: Sequence[str], run_dir: Path, epochs: int, cwd: Path,
+                           env: Optional[dict[str, str]] = None, timeout: int = 300) -> None:
+    """Start a single run (`command` with its overrides) in `run_dir` and SIGKILL it, as a host failure or the
+    out-of-memory killer would, once it has checkpointed `epochs` epochs."""
+    checkpoints = Checkpoints(run_dir)
+    process = subprocess.Popen([*command, f"hydra.run.dir={run_dir}"], cwd=cwd, env=command_env(**(env or {})),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + timeout
+    while max(checkpoints.epochs(), default=0) < epochs:
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it was killed"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
 
 @pytest.fixture
 def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:

@@ -9,18 +9,14 @@ tests/test_device_kit.py's search over both backends, which runs as on the GPU m
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from cnnsweep.run.checkpoints import Checkpoints
-from conftest import RERUN, RUN, TINY_RUN, command_env
+from conftest import RERUN, RUN, TINY_RUN, command_env, kill_once_checkpointed
 
 pytestmark = pytest.mark.tensorflow  # trains real models (on whichever backend)
 
@@ -48,19 +44,6 @@ print(json.dumps({"backend": keras.config.backend(), "params": model.count_param
 
 def history(run_dir: Path) -> pd.DataFrame:
     return pd.read_csv(run_dir / "history.csv").drop(columns="seconds")
-
-
-def kill_after_first_epoch(run_dir: Path, env: dict[str, str], cwd: Path) -> None:
-    """Start the run and SIGKILL it once its first epoch's checkpoint is written."""
-    checkpoints = Checkpoints(run_dir)
-    process = subprocess.Popen([*RUN, *SETTINGS, f"hydra.run.dir={run_dir}"], cwd=cwd, env=command_env(**env),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not checkpoints.epochs():
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it was killed"
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
@@ -113,7 +96,7 @@ def check_resume(backend: str, run_cli, env: dict[str, str], tmp_path: Path) -> 
     """A run killed after epoch 1 and resumed ends with the uninterrupted run's history; its epoch 1, trained
     in a process of its own, is the same config giving the same history twice."""
     # Chosen through KERAS_BACKEND; the resume (without it) runs on the backend the run recorded.
-    kill_after_first_epoch(tmp_path / "killed", {**env, "KERAS_BACKEND": backend}, tmp_path)
+    kill_once_checkpointed([*RUN, *SETTINGS], tmp_path / "killed", 1, tmp_path, {**env, "KERAS_BACKEND": backend})
     resumed = run_cli(str(tmp_path / "killed"), "--resume", command=RERUN, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming after epoch 1" in resumed.stdout + resumed.stderr

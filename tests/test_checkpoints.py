@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -20,9 +16,10 @@ from cnnsweep.errors import ConfigError
 from cnnsweep.run.checkpoints import Checkpoint, Checkpoints, skips_checkpoints
 from cnnsweep.run.config import CheckpointPolicy
 from cnnsweep.run.records import HISTORY_FILE, read_history, write_history
-from conftest import FAKE_RUN, RERUN, command_env, error_lines
+from conftest import FAKE_RUN, RERUN, error_lines, kill_once_checkpointed
 
 FAKE_SETTINGS = ["training.epochs=6", "dataset.val_size=32", "model.filters=8"]
+SLOW_EPOCHS = {"FAKE_EPOCH_SECONDS": "1"}  # time to kill the run between two epochs
 
 
 def trained(run_dir: Path, epochs: int) -> Checkpoints:
@@ -119,26 +116,13 @@ def test_a_job_that_never_finished_an_epoch_simply_starts(tmp_path: Path) -> Non
     assert (point.epoch, point.restarted) == (0, None) and list(tmp_path.iterdir()) == []
 
 
-def killed_after(epochs: int, run_dir: Path, tiny_data: Path, tmp_path: Path) -> None:
-    """A fake single run in `run_dir`, SIGKILLed once it has checkpointed `epochs` epochs."""
-    process = subprocess.Popen([*FAKE_RUN, *FAKE_SETTINGS, f"dataset.path={tiny_data}", f"hydra.run.dir={run_dir}"],
-                               cwd=tmp_path, env=command_env(FAKE_EPOCH_SECONDS="1"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while max(Checkpoints(run_dir).epochs(), default=0) < epochs:
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it was killed"
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-
-
 def test_a_run_with_damaged_checkpoints_is_refused_alone_and_restarted_in_a_sweep(run_cli, tiny_data: Path,
                                                                                 tmp_path: Path) -> None:
     """End to end on the fake trainer: both checkpoints of a killed run damaged, `training.resume=true` as a
     single run refuses with one line and changes nothing; as a sweep's job (what a requeue or a continued
     sweep runs) the same folder trains again from epoch 1, saying so, the old history kept beside."""
     run_dir = tmp_path / "runs" / "killed"
-    killed_after(2, run_dir, tiny_data, tmp_path)
+    kill_once_checkpointed([*FAKE_RUN, *FAKE_SETTINGS, f"dataset.path={tiny_data}"], run_dir, 2, tmp_path, SLOW_EPOCHS)
     checkpoints = Checkpoints(run_dir)
     for epoch in checkpoints.epochs():
         checkpoints.model_path(epoch).write_text("damaged")
@@ -165,7 +149,7 @@ def test_a_run_with_damaged_checkpoints_is_refused_alone_and_restarted_in_a_swee
 
 def test_rerun_resume_refuses_a_run_without_a_checkpoint(run_cli, tiny_data: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "killed"
-    killed_after(1, run_dir, tiny_data, tmp_path)
+    kill_once_checkpointed([*FAKE_RUN, *FAKE_SETTINGS, f"dataset.path={tiny_data}"], run_dir, 1, tmp_path, SLOW_EPOCHS)
     Checkpoints(run_dir).remove()  # as a run killed in its first epoch, or on a full disk, has none
     result = run_cli(str(run_dir), "--resume", command=RERUN)
     assert result.returncode == 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +77,8 @@ def test_run_folder_holds_a_complete_record(tiny_run: Path, mnist_dir: Path) -> 
     environment = json.loads((tiny_run / "environment.json").read_text())
     for package in ("tensorflow", "keras", "hydra-core", "optuna"):
         assert environment["versions"][package] == environment["packages"][package]
+    assert environment["packages"] == {dist.metadata["Name"].lower(): dist.version  # every one, as importlib reads it
+                                       for dist in metadata.distributions()}
     assert environment["python"].startswith("3.")
     assert set(environment["git"]) == {"commit", "dirty"} and environment["host"]
     assert environment["devices"]["device"] == "cpu" and environment["devices"]["deterministic"] is True

@@ -5,16 +5,14 @@ the HTML report."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import FAKE_RUN, REPORT, RUN_SCRIPT, TINY_RUN, command_env, error_lines, run_command
+from conftest import FAKE_RUN, REPORT, RUN_SCRIPT, TINY_RUN, error_lines, kill_once_checkpointed, run_command
 from cnnsweep.review.leaderboard import sort_by_objective
 
 
@@ -72,26 +70,13 @@ def test_report_aggregates_seeds_and_draws_plots(grid_sweep, run_cli, tmp_path: 
     assert "data:image/png;base64," in page and "<table" in page
 
 
-def _killed_run(tmp_path: Path, tiny_data: Path) -> Path:
-    """A run killed with SIGKILL after its first epoch: metrics.json still says `running`."""
-    run_dir = tmp_path / "outputs" / "killed"
-    process = subprocess.Popen([*FAKE_RUN, f"dataset.path={tiny_data}", "training.epochs=50",
-                                f"hydra.run.dir={run_dir}"], cwd=tmp_path, env=command_env(FAKE_EPOCH_SECONDS="0.5"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (run_dir / "history.csv").exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    return run_dir
-
-
 def test_report_on_a_mix_of_statuses(run_cli, tiny_data: Path, tmp_path: Path) -> None:
     """The report reads run folders, whatever trained them: the fast tier's arithmetic runs stand in."""
     outputs, data = tmp_path / "outputs", f"dataset.path={tiny_data}"
     assert run_cli(data, f"hydra.run.dir={outputs / 'good'}", command=FAKE_RUN).returncode == 0
     assert run_cli(data, "model.kernel_size=13", f"hydra.run.dir={outputs / 'bad'}", command=FAKE_RUN).returncode == 2
-    _killed_run(tmp_path, tiny_data)
+    kill_once_checkpointed([*FAKE_RUN, data, "training.epochs=50"], outputs / "killed", 1, tmp_path,
+                           {"FAKE_EPOCH_SECONDS": "0.5"})  # metrics.json still says `running`
 
     result = run_cli("--no-plots", command=REPORT)  # default: outputs/ under the working folder
     assert result.returncode == 0, result.stderr

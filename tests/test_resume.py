@@ -7,17 +7,13 @@ usable checkpoint at all is tests/test_checkpoints.py."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from cnnsweep.run.checkpoints import Checkpoints
-from conftest import RERUN, RUN, TINY_RUN, command_env
+from conftest import RERUN, RUN, TINY_RUN, kill_once_checkpointed
 
 SETTINGS = [*TINY_RUN, "training.epochs=5", "model.dropout=0.3", "dataset.val_size=128"]
 
@@ -32,15 +28,8 @@ def test_a_killed_run_resumes_where_it_stopped(run_cli, mnist_dir: Path, tmp_pat
     assert all(epoch["checkpoint"] > 0 for epoch in timings["epochs"])  # one written after every epoch
 
     killed = tmp_path / "killed"
+    kill_once_checkpointed([*RUN, *SETTINGS], killed, 2, tmp_path, env)
     checkpoints = Checkpoints(killed)
-    process = subprocess.Popen([*RUN, *SETTINGS, f"hydra.run.dir={killed}"], cwd=tmp_path, env=command_env(**env),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while max(checkpoints.epochs(), default=0) < 2:  # the second epoch's checkpoint is written
-        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it was killed"
-        time.sleep(0.05)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
     newest, before = checkpoints.epochs()
     assert 2 <= newest < 5 and before == newest - 1
     assert json.loads((killed / "metrics.json").read_text())["status"] == "running"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import functools
 import io
 import json
 import logging
@@ -284,7 +285,7 @@ def mark_failed(run_dir: Path, error: str, status: str = FAILED) -> None:
 
 def environment_info(devices: dict[str, Any], project_dir: Path) -> dict[str, Any]:
     """What is needed to tell whether two runs are comparable: versions, code state, devices, host."""
-    packages = {dist.metadata["Name"].lower(): dist.version for dist in metadata.distributions()}
+    packages = installed_packages()
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -298,6 +299,21 @@ def environment_info(devices: dict[str, Any], project_dir: Path) -> dict[str, An
         "cwd": os.getcwd(),
         "packages": dict(sorted(packages.items())),
     }
+
+
+@functools.cache
+def installed_packages() -> dict[str, str]:
+    """Every installed distribution's version by its lower-cased name, as the import system finds them (the
+    first on sys.path wins). Once per process (a warm worker runs many jobs), and from the metadata files'
+    headers only: `Distribution.metadata` parses each whole file, long descriptions included, twice."""
+    packages: dict[str, str] = {}
+    for dist in metadata.distributions():
+        text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+        headers = dict(line.split(": ", 1) for line in text.split("\n\n", 1)[0].splitlines()
+                       if line.startswith(("Name: ", "Version: ")))
+        if "Name" in headers and "Version" in headers:
+            packages.setdefault(headers["Name"].strip().lower(), headers["Version"].strip())
+    return packages
 
 
 def git_state(directory: Path) -> dict[str, Any]:
