@@ -203,7 +203,6 @@ def run_command(*args: str, cwd: Path, command: Sequence[str] = RUN, env: Option
                           timeout=timeout)
 
 
-
 def kill_once_checkpointed(command: Sequence[str], run_dir: Path, epochs: int, cwd: Path,
                            env: Optional[dict[str, str]] = None, timeout: int = 300) -> None:
     """Start a single run (`command` with its overrides) in `run_dir` and SIGKILL it, as a host failure or the
@@ -217,6 +216,7 @@ def kill_once_checkpointed(command: Sequence[str], run_dir: Path, epochs: int, c
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+
 
 @pytest.fixture
 def run_cli(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess]:
