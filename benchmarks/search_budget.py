@@ -1,7 +1,7 @@
 """Benchmark: the best validation accuracy a search reaches in a fixed wall-clock budget, for cnnsweep's
 searches against keras-tuner's three tuners over the same space, data and model.
 
-    CNNSWEEP_DATA_DIR=../shared/datasets uv run --group benchmarks python benchmarks/search_budget.py \
+    CNNSWEEP_DATA_DIR=../shared/datasets uv run --group benchmarks --with scikit-learn python benchmarks/search_budget.py \
         [--budgets 290 600] [--seeds 0 1 2] [--setups tpe+baseline tpe+constant kt-random ...]
 
 Protocol (the search-efficiency issue's): the first 10,000 MNIST training images, the last 5,000 held out,

@@ -1,7 +1,7 @@
 """Benchmark: trials a search completes in a fixed wall-clock budget, warm workers against a fresh
 process per trial and against keras-tuner.
 
-    CNNSWEEP_DATA_DIR=../shared/datasets uv run --group benchmarks python benchmarks/warm_workers.py \
+    CNNSWEEP_DATA_DIR=../shared/datasets uv run --group benchmarks --with scikit-learn python benchmarks/warm_workers.py \
         [--budget 290] [--seeds 0 1 2] [--setups warm fresh keras-tuner] [--sampler random|tpe]
 
 Protocol (the throughput issue's): the first 10,000 MNIST training images, the last 5,000 held out, 3
