@@ -39,8 +39,9 @@ class OptunaSearchSweeper(Sweeper):
         from cnnsweep.launch.contract import trial_launcher
         from cnnsweep.search.loop import Search
 
-        # One sweep folder for the whole search: ${now:...} resolves in each copy of the config, so the
-        # launcher's copy and each batch of trials composed from it would otherwise get a folder of their own.
+        # One sweep folder for the whole search: a copy keeps the ${now:...} values resolved before it was made,
+        # not later ones, so unless the folder is resolved here first, the launcher's copy and each batch of
+        # trials composed from it would get a folder of their own.
         with open_dict(config):
             config.hydra.sweep.dir = str(config.hydra.sweep.dir)
         # The launcher writes and pickles its config (Slurm, Hydra's own launchers): it never sees the password,
