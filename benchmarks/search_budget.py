@@ -61,7 +61,16 @@ from pathlib import Path
 
 import optuna
 import yaml
-from warm_workers import KERAS_TUNERS, PROTOCOL, ROOT, keras_tuner_search, print_summary, run_all, run_for
+from warm_workers import (
+    KERAS_TUNERS,
+    PROTOCOL,
+    ROOT,
+    keras_tuner_search,
+    print_summary,
+    require_trials,
+    run_all,
+    run_for,
+)
 
 SETUPS = {
     "tpe+baseline": [],
@@ -115,6 +124,7 @@ def search(setup: str, seed: int, budget: float, workdir: Path) -> dict:
     trials = [trial for trial in optuna.load_study(study_name="baseline_tpe", storage=storage).trials
               if trial.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
               and trial.datetime_complete.timestamp() <= deadline]
+    require_trials(len(trials), budget)
     values = [trial.value for trial in trials if trial.value is not None]
     return {"trials": len(trials), "configurations": len(trials),
             "epochs": sum(len(trial.intermediate_values) for trial in trials), "best_val": max(values, default=float("nan"))}

@@ -40,18 +40,35 @@ ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ["dataset.max_train=10000", "dataset.val_size=5000", "training.epochs=3"]
 
 
+class SetupFailed(RuntimeError):
+    """A benchmarked search that ended without a result; its message is the reason, in one line."""
+
+
 def run_for(command: list[str], budget: float, workdir: Path, env: Optional[dict[str, str]] = None) -> float:
     """Start the command in its own process group (with `env` added to this environment), kill the group
-    after `budget` s; return the start time."""
+    after `budget` s; return the start time. A command that fails sooner raises SetupFailed with its last
+    line of output: a search that cannot start must not read as one that found nothing."""
     started = time.time()
-    process = subprocess.Popen(command, cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True, env={**os.environ, **(env or {})})
-    try:
-        process.wait(timeout=budget)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    with tempfile.TemporaryFile("w+", dir=workdir) as output:
+        process = subprocess.Popen(command, cwd=workdir, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True, env={**os.environ, **(env or {})})
+        try:
+            returncode = process.wait(timeout=budget)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return started
+        if returncode != 0:
+            output.seek(0)
+            lines = [line.strip() for line in output if line.strip()]
+            raise SetupFailed(f"exited with code {returncode}: {lines[-1] if lines else '(no output)'}")
     return started
+
+
+def require_trials(count: int, budget: float) -> None:
+    """A search that ran its budget out without finishing a trial has no best value to compare."""
+    if count == 0:
+        raise SetupFailed(f"finished no trial in {budget:g} s (a longer --budget, or run it alone to see why)")
 
 
 def cnnsweep_search(name: str, seed: int, sampler: str, budget: float, workdir: Path) -> dict:
@@ -75,6 +92,7 @@ def cnnsweep_search(name: str, seed: int, sampler: str, budget: float, workdir: 
             test_seconds = record.get("eval_seconds") or 0.0  # none: the trial skipped the test set (test_top_k)
             overhead = job["end"] - job["start"] - record["train_seconds"] - test_seconds
             (first_jobs if job["worker_job"] == 1 else overheads).append(overhead)
+    require_trials(len(finished), budget)
     epochs = sum(len(trial.intermediate_values) for trial in finished)
     best = max((trial.value for trial in finished if trial.value is not None), default=float("nan"))
     return {"trials": len(finished), "configurations": len(finished), "epochs": epochs, "best_val": best,
@@ -146,6 +164,7 @@ def keras_tuner_search(seed: int, budget: float, workdir: Path, tuner: str = "ra
         trial = json.loads(path.read_text())
         if trial.get("status") == "COMPLETED" and path.stat().st_mtime <= deadline:
             finished.append(trial)
+    require_trials(len(finished), budget)
     values = [trial["hyperparameters"]["values"] for trial in finished]
     epochs = sum(value.get("tuner/epochs", 3) - value.get("tuner/initial_epoch", 0) for value in values)
     best = max((trial["score"] for trial in finished if trial.get("score") is not None), default=float("nan"))
@@ -159,11 +178,15 @@ def keras_tuner_search(seed: int, budget: float, workdir: Path, tuner: str = "ra
 def run_all(seeds: list[int], setups: list[str], run_one: Callable[[str, int], dict],
             describe: Callable[[dict], str]) -> dict[str, list[dict]]:
     """Each setup once per seed, seeds outermost (so slow drifts of the machine hit every setup alike);
-    one line per result as it comes."""
+    one line per result as it comes. A setup that fails ends the invocation with its reason: the
+    comparison it belongs to would be incomplete."""
     results: dict[str, list[dict]] = {setup: [] for setup in setups}
     for seed in seeds:
         for setup in setups:
-            result = run_one(setup, seed)
+            try:
+                result = run_one(setup, seed)
+            except SetupFailed as error:
+                sys.exit(f"error: {setup} (seed {seed}) {error}; fix it and run the benchmark again")
             results[setup].append(result)
             print(f"seed {seed} {setup:13s} {describe(result)}", flush=True)
     return results
