@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
-from cnnsweep.rerun import SETTINGS_OLDER_RUNS_LACK, rerun_arguments
-from cnnsweep.run.config import load_run_config
+from cnnsweep.rerun import SETTINGS_OLDER_RUNS_LACK
 from conftest import RERUN, TINY_RUN, error_lines, missing, write_npz
 from test_data import _broken
 
@@ -193,22 +192,6 @@ def test_full_error_shows_the_traceback(run_cli, tmp_path: Path) -> None:
     result = run_cli("model.filters=0", env={"HYDRA_FULL_ERROR": "1"})
     assert result.returncode == 1 and "Traceback" in result.stderr
     assert "cnnsweep.errors.ConfigError: model.filters=0" in result.stderr
-
-
-def test_a_run_saved_before_a_setting_existed_gets_the_value_it_ran_with(compose_config, tmp_path: Path) -> None:
-    """The rerun's composition (Hydra, with the saved config as the primary config) of a config that lacks
-    every setting added since runs were first saved: each comes back with the value older runs ran with."""
-    from hydra import compose, initialize_config_dir
-
-    save_as_an_older_run(compose_config(), tmp_path / "run" / ".hydra" / "config.yaml")
-    arguments = rerun_arguments(tmp_path / "run", ["hardware.malloc_top_pad_mb=16"])
-    overrides = [argument for argument in arguments[4:] if not argument.startswith("hydra.")]
-    with initialize_config_dir(config_dir=arguments[1], version_base="1.3"):
-        run = load_run_config(compose(config_name="config", overrides=overrides))
-    assert (run.training.steps_per_execution, run.training.checkpoints.value, run.training.eval_batch_size) == \
-        (1, "auto", None)
-    assert (run.augment.flip, run.augment.rotation, run.augment.zoom) == ("none", 0.0, 0.0)
-    assert run.hardware.malloc_top_pad_mb == 16  # the command line's own value still wins
 
 
 def test_rerun_needs_a_run_folder(run_cli, tmp_path: Path) -> None:

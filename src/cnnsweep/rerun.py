@@ -28,14 +28,26 @@ RERUN_DIR = "outputs/reruns/${now:%Y-%m-%d_%H-%M-%S-%f}"
 RERUN_SWEEP_DIR = "outputs/multiruns/${now:%Y-%m-%d_%H-%M-%S-%f}"
 
 # Settings added after runs were first saved, each with the value that does what runs saved before it
-# existed did (a config group: the conf/ file whose values those are). A saved config that lacks one gets
-# it, so every past run reruns as it ran.
+# existed did (a config group: the conf/ file whose values those are, filled in key by key). A saved
+# config that lacks one gets it, so every past run reruns as it ran; tests/saved_configs/ holds the config
+# each version of conf/ saved, and test_rerun checks that each still reruns.
 SETTINGS_OLDER_RUNS_LACK: dict[str, Any] = {
-    "training.steps_per_execution": 1,
+    "model._target_": "cnnsweep.run.model.tutorial_cnn",  # the only model before model families
+    "dataset.test_size": 0,  # the folder dataset's settings: the .npz datasets before it ignore them
+    "dataset.image_size": None,
+    "dataset.color_mode": None,
+    "dataset.in_memory_gb": None,
+    "augment": CONF_DIR / "augment" / "none.yaml",
+    "hardware.backend": "tensorflow",  # the only backend before hardware.backend
+    "hardware.distribution": "none",
+    "hardware.malloc_top_pad_mb": None,
+    "training.lr_schedule": "constant",
+    "training.warmup_epochs": 0.0,
+    "training.resume": False,
     "training.checkpoints": "auto",
     "training.eval_batch_size": None,
-    "augment": CONF_DIR / "augment" / "none.yaml",
-    "hardware.malloc_top_pad_mb": None,
+    "training.steps_per_execution": 1,
+    "logger": CONF_DIR / "logger" / "csv.yaml",
 }
 
 
@@ -58,8 +70,8 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
         f"hydra.run.dir={run_dir.resolve() if resume else RERUN_DIR}",
         f"hydra.sweep.dir={RERUN_SWEEP_DIR}",
         *([RESUME_OVERRIDE] if resume else []),
-        *recorded_backend(run_dir, overrides),
         *settings_added_since(OmegaConf.load(saved)),
+        *recorded_backend(run_dir, overrides),
         *overrides,
     ]
 
@@ -67,18 +79,29 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
 def settings_added_since(saved: DictConfig) -> list[str]:
     """`+key=value` for each setting the saved config predates, with the value that reproduces it."""
     added = []
-    for key, value in SETTINGS_OLDER_RUNS_LACK.items():
+    for key, value in _settings_key_by_key().items():
         if OmegaConf.select(saved, key, default=_ABSENT) is _ABSENT:
-            if isinstance(value, Path):
-                value = OmegaConf.to_container(OmegaConf.load(value))
             added.append(f"+{key}={_override_value(value)}")
     return added
 
 
+def _settings_key_by_key() -> dict[str, Any]:
+    """SETTINGS_OLDER_RUNS_LACK with each config group's file read into its dotted keys: a group added in
+    steps (a config saved with some of its keys) gets the rest."""
+    settings = {}
+    for key, value in SETTINGS_OLDER_RUNS_LACK.items():
+        if isinstance(value, Path):
+            group = OmegaConf.to_container(OmegaConf.load(value))
+            settings.update({f"{key}.{name}": item for name, item in group.items()})
+        else:
+            settings[key] = value
+    return settings
+
+
 def _override_value(value: Any) -> str:
     """A value in Hydra's override grammar."""
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{key}:{_override_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, bool):
+        return str(value).lower()
     return "null" if value is None else str(value)
 
 

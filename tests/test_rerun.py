@@ -1,0 +1,86 @@
+"""Every past run reruns (cnnsweep.rerun): the config each version of conf/ saved, kept in
+tests/saved_configs/, composes as a rerun's primary config, loads, and has every setting today's runs have,
+each added one with the value that does what the run did."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, OmegaConf
+
+from cnnsweep.rerun import rerun_arguments
+from cnnsweep.run.config import CnnConfig, load_run_config
+
+SAVED_CONFIGS = sorted((Path(__file__).parent / "saved_configs").glob("*.yaml"))
+OLDEST = SAVED_CONFIGS[0]
+# A rerun's launcher is Hydra's choice for its own command line (hydra/launcher), never the saved `launcher.*`.
+UNUSED_BY_A_RERUN = ("launcher.",)
+
+
+def rerun_config(saved: Path, run_dir: Path, overrides: Sequence[str] = ()) -> DictConfig:
+    """The config `cnnsweep rerun RUN_DIR OVERRIDES` composes for a run folder holding `saved`."""
+    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+    shutil.copy(saved, run_dir / ".hydra" / "config.yaml")
+    arguments = rerun_arguments(run_dir, list(overrides))
+    with initialize_config_dir(config_dir=arguments[1], version_base="1.3"):
+        return compose(config_name="config",
+                       overrides=[argument for argument in arguments[4:] if not argument.startswith("hydra.")])
+
+
+def dotted_keys(config: DictConfig) -> dict[str, object]:
+    """Every leaf of `config` by its dotted key, values unresolved."""
+    flat = {}
+    for key in config:
+        node = config._get_node(key)
+        if isinstance(node, DictConfig) and not node._is_none() and len(node):
+            flat.update({f"{key}.{name}": value for name, value in dotted_keys(node).items()})
+        else:
+            flat[str(key)] = OmegaConf.to_container(node) if isinstance(node, DictConfig) else node._value()
+    return flat
+
+
+def test_the_newest_saved_config_is_todays() -> None:
+    """A change to conf/'s keys needs a saved config of its own here (and SETTINGS_OLDER_RUNS_LACK entries)."""
+    from conftest import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        today = compose(config_name="config")
+    assert set(dotted_keys(OmegaConf.load(SAVED_CONFIGS[-1]))) == set(dotted_keys(today)), (
+        "conf/ changed its keys: save `uv run python src/run.py --cfg job` as tests/saved_configs/<commit date and time>_<commit>.yaml "
+        "and give every key runs saved before lacked a value in cnnsweep.rerun.SETTINGS_OLDER_RUNS_LACK")
+
+
+@pytest.mark.parametrize("saved", SAVED_CONFIGS, ids=lambda path: path.stem)
+def test_a_config_saved_by_any_version_reruns_as_it_ran(saved: Path, compose_config, tmp_path: Path) -> None:
+    rerun = rerun_config(saved, tmp_path / "run")
+    load_run_config(rerun)  # a missing setting would be a one-line ConfigError here
+    keys, original = dotted_keys(rerun), dotted_keys(OmegaConf.load(saved))
+    lacking = {key for key in dotted_keys(compose_config()) if key not in keys and not key.startswith(UNUSED_BY_A_RERUN)}
+    assert not lacking, f"add {sorted(lacking)} to cnnsweep.rerun.SETTINGS_OLDER_RUNS_LACK"
+    assert {key: keys[key] for key in original} == original  # what the run saved is what it reruns with
+
+
+def test_settings_added_since_get_the_values_older_runs_ran_with(tmp_path: Path) -> None:
+    """The oldest saved config lacks every setting added since; the command line's own value still wins."""
+    run = load_run_config(rerun_config(OLDEST, tmp_path / "run", ["hardware.malloc_top_pad_mb=16"]))
+    assert (run.training.steps_per_execution, run.training.checkpoints.value, run.training.eval_batch_size) == \
+        (1, "auto", None)
+    assert (run.training.lr_schedule, run.training.warmup_epochs, run.training.resume) == ("constant", 0.0, False)
+    assert (run.augment.flip, run.augment.rotation, run.augment.zoom) == ("none", 0.0, 0.0)
+    assert (run.hardware.backend, run.hardware.distribution, run.hardware.malloc_top_pad_mb) == \
+        ("tensorflow", "none", 16)
+    assert run.logger.name == "csv"
+    assert (type(run.model), run.model.filters, run.dataset.name, run.seed) == (CnnConfig, 32, "mnist", 0)
+
+
+def test_the_recorded_backend_wins_over_the_one_an_older_config_gets(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "environment.json").write_text(json.dumps({"devices": {"backend": "jax"}}))
+    assert rerun_config(OLDEST, run_dir).hardware.backend == "jax"
+    assert rerun_config(OLDEST, run_dir, ["hardware.backend=torch"]).hardware.backend == "torch"
