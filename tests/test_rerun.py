@@ -9,12 +9,15 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
+import pandas as pd
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from cnnsweep.launch.process_launcher import SCHEDULE_FILE
 from cnnsweep.rerun import rerun_arguments
 from cnnsweep.run.config import CnnConfig, load_run_config
+from conftest import FAKE_RUN
 
 SAVED_CONFIGS = sorted((Path(__file__).parent / "saved_configs").glob("*.yaml"))
 OLDEST = SAVED_CONFIGS[0]
@@ -84,3 +87,45 @@ def test_the_recorded_backend_wins_over_the_one_an_older_config_gets(tmp_path: P
     (run_dir / "environment.json").write_text(json.dumps({"devices": {"backend": "jax"}}))
     assert rerun_config(OLDEST, run_dir).hardware.backend == "jax"
     assert rerun_config(OLDEST, run_dir, ["hardware.backend=torch"]).hardware.backend == "torch"
+
+
+@pytest.mark.parametrize("command_line, flags, overrides", [
+    (["-m", "seed=1,2"], ["-m"], ["seed=1,2"]),
+    (["seed=1,2", "--multirun"], ["--multirun"], ["seed=1,2"]),
+    (["seed=1", "--cfg", "job"], ["--cfg", "job"], ["seed=1"]),
+    (["--info", "seed=1", "~training.resume"], ["--info"], ["seed=1", "~training.resume"]),
+    (["-m", "+sweeps=quick", "hydra.sweeper.n_trials=4"], ["-m"], ["+sweeps=quick", "hydra.sweeper.n_trials=4"]),
+])
+def test_hydra_flags_go_before_every_override(command_line: list[str], flags: list[str], overrides: list[str],
+                                              tmp_path: Path) -> None:
+    """Hydra's parser takes its flags only before the overrides; the rerun puts its own overrides first."""
+    (tmp_path / ".hydra").mkdir()
+    (tmp_path / ".hydra" / "config.yaml").write_text("seed: 0\n")
+    arguments = rerun_arguments(tmp_path, command_line)
+    assert arguments[:len(flags) + 1] == [*flags, "--config-path"]
+    assert arguments[-len(overrides):] == overrides
+
+
+def test_a_rerun_multirun_runs_as_any_multirun(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    """`cnnsweep rerun RUN -m seed=3,4`: each job in the process launcher's worker, one at a time (two with
+    hydra.launcher.jobs=2), and the leaderboard at the end, as `src/run.py -m` gives (a saved config holds
+    the job's keys, not Hydra's)."""
+    original = tmp_path / "run"
+    first = run_cli(f"dataset.path={tiny_data}", "dataset.val_size=16", "training.epochs=2", "model.filters=4",
+                    f"hydra.run.dir={original}", command=FAKE_RUN)
+    assert first.returncode == 0, first.stderr
+    rerun = run_cli(*rerun_arguments(original, ["-m", "seed=3,4"]), command=FAKE_RUN)
+    assert rerun.returncode == 0, rerun.stderr
+    [sweep] = (tmp_path / "outputs" / "multiruns").iterdir()
+    jobs = [json.loads(line) for line in (sweep / SCHEDULE_FILE).read_text().splitlines()]
+    assert [(Path(job["run_dir"]).name, job["slot"], job["worker_job"]) for job in jobs] == [("0", 0, 1), ("1", 0, 2)]
+    board = pd.read_csv(sweep / "leaderboard.csv")
+    assert sorted(board["seed"]) == [3, 4] and set(board["status"]) == {"completed"}
+    assert {json.loads((sweep / job / "metrics.json").read_text())["params"] for job in ("0", "1")} == \
+        {json.loads((original / "metrics.json").read_text())["params"]}  # the saved model, not today's default
+
+    both = run_cli(*rerun_arguments(original, ["-m", "seed=3,4", "hydra.launcher.jobs=2",
+                                               f"hydra.sweep.dir={tmp_path / 'both'}"]), command=FAKE_RUN)
+    assert both.returncode == 0, both.stderr
+    assert sorted(json.loads(line)["slot"] for line in (tmp_path / "both" / SCHEDULE_FILE).read_text().splitlines()) \
+        == [0, 1]

@@ -18,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cnnsweep.errors import ConfigError
+from cnnsweep.launch.settings import PROCESS_LAUNCHER
 from cnnsweep.project import CONF_DIR, RUN_SCRIPT
 from cnnsweep.run.checkpoints import Checkpoints
 from cnnsweep.run.config import RESUME_OVERRIDE
@@ -62,7 +63,9 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
         )
     if resume:
         _check_resumable(run_dir)
+    flags, overrides = _hydra_flags_first(overrides)
     return [
+        *flags,
         "--config-path",
         str(saved.parent.resolve()),
         "--config-name",
@@ -70,10 +73,44 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
         f"hydra.run.dir={run_dir.resolve() if resume else RERUN_DIR}",
         f"hydra.sweep.dir={RERUN_SWEEP_DIR}",
         *([RESUME_OVERRIDE] if resume else []),
+        *multirun_settings(),
         *settings_added_since(OmegaConf.load(saved)),
         *recorded_backend(run_dir, overrides),
         *overrides,
     ]
+
+
+# Hydra's command-line flags that take a value (`--cfg job`); an override never looks like one (it has `=`).
+_FLAGS_WITH_A_VALUE = ("-c", "--cfg", "-p", "--package", "-i", "--info", "-cd", "--config-dir", "--experimental-rerun")
+
+
+def _hydra_flags_first(arguments: list[str]) -> tuple[list[str], list[str]]:
+    """(Hydra's flags with their values, the overrides): Hydra's parser takes flags only before its
+    overrides, so `-m seed=1,2` must not follow the overrides a rerun puts in front of the user's."""
+    flags, overrides = [], []
+    remaining = iter(arguments)
+    for argument in remaining:
+        if not argument.startswith("-"):
+            overrides.append(argument)
+            continue
+        flags.append(argument)
+        if argument in _FLAGS_WITH_A_VALUE:
+            value = next(remaining, None)
+            if value is not None and "=" not in value and not value.startswith("~"):
+                flags.append(value)
+            elif value is not None:
+                overrides.append(value)
+    return flags, overrides
+
+
+def multirun_settings() -> list[str]:
+    """What conf/config.yaml gives every multirun and a saved config (the job's keys alone) lacks: each job
+    in a warm process of its own, one at a time (hydra.launcher.jobs=N for more), and the leaderboard at
+    the end. Not the saved `launcher.*`: those may be a cluster's that this machine cannot reach."""
+    callbacks = OmegaConf.load(CONF_DIR / "config.yaml").hydra.callbacks
+    return [f"hydra/launcher={PROCESS_LAUNCHER}",
+            *(f"+hydra.callbacks.{name}={_override_value(OmegaConf.to_container(callback))}"
+              for name, callback in callbacks.items())]
 
 
 def settings_added_since(saved: DictConfig) -> list[str]:
@@ -100,6 +137,8 @@ def _settings_key_by_key() -> dict[str, Any]:
 
 def _override_value(value: Any) -> str:
     """A value in Hydra's override grammar."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{_override_value(item)}" for key, item in value.items()) + "}"
     if isinstance(value, bool):
         return str(value).lower()
     return "null" if value is None else str(value)

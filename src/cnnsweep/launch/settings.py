@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional
 
+PROCESS_LAUNCHER = "cnnsweep_process"  # its name in the hydra/launcher group
+
 
 @dataclass
 class ProcessLauncherConf:

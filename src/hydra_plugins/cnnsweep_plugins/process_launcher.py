@@ -12,12 +12,12 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from cnnsweep.launch.settings import ProcessLauncherConf
+from cnnsweep.launch.settings import PROCESS_LAUNCHER, ProcessLauncherConf
 
 if TYPE_CHECKING:
     from cnnsweep.launch.contract import JobOutcome, TrialJob
 
-ConfigStore.instance().store(group="hydra/launcher", name="cnnsweep_process", node=ProcessLauncherConf,
+ConfigStore.instance().store(group="hydra/launcher", name=PROCESS_LAUNCHER, node=ProcessLauncherConf,
                              provider="cnnsweep")
 
 
