@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnsweep.launch.process_launcher import SCHEDULE_FILE
 from cnnsweep.rerun import rerun_arguments
 from cnnsweep.run.config import CnnConfig, load_run_config
-from conftest import FAKE_RUN
+from conftest import FAKE_RUN, kill_once_checkpointed
 
 SAVED_CONFIGS = sorted((Path(__file__).parent / "saved_configs").glob("*.yaml"))
 OLDEST = SAVED_CONFIGS[0]
@@ -129,3 +129,22 @@ def test_a_rerun_multirun_runs_as_any_multirun(run_cli, tiny_data: Path, tmp_pat
     assert both.returncode == 0, both.stderr
     assert sorted(json.loads(line)["slot"] for line in (tmp_path / "both" / SCHEDULE_FILE).read_text().splitlines()) \
         == [0, 1]
+
+
+def test_a_resumed_run_reruns_from_its_first_epoch(run_cli, tiny_data: Path, tmp_path: Path) -> None:
+    """A resumed run saved training.resume=true in its folder; a plain rerun of it trains anew in a new folder."""
+    run = tmp_path / "run"
+    kill_once_checkpointed([*FAKE_RUN, f"dataset.path={tiny_data}", "dataset.val_size=16", "training.epochs=4"], run, 2,
+                           tmp_path, env={"FAKE_EPOCH_SECONDS": "0.5"})
+    resumed = run_cli(*rerun_arguments(run, [], resume=True), command=FAKE_RUN)
+    assert resumed.returncode == 0, resumed.stderr
+    assert OmegaConf.load(run / ".hydra" / "config.yaml").training.resume is True
+    assert json.loads((run / "metrics.json").read_text())["resumed_after_epoch"] >= 2
+
+    rerun = run_cli(*rerun_arguments(run, []), command=FAKE_RUN)
+    assert rerun.returncode == 0, rerun.stderr
+    [rerun_dir] = (tmp_path / "outputs" / "reruns").iterdir()
+    record = json.loads((rerun_dir / "metrics.json").read_text())
+    assert (record["status"], record["epochs_completed"], record.get("resumed_after_epoch")) == ("completed", 4, None)
+    assert pd.read_csv(rerun_dir / "history.csv").drop(columns="seconds").equals(
+        pd.read_csv(run / "history.csv").drop(columns="seconds"))

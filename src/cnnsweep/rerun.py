@@ -21,7 +21,7 @@ from cnnsweep.errors import ConfigError
 from cnnsweep.launch.settings import PROCESS_LAUNCHER
 from cnnsweep.project import CONF_DIR, RUN_SCRIPT
 from cnnsweep.run.checkpoints import Checkpoints
-from cnnsweep.run.config import RESUME_OVERRIDE
+from cnnsweep.run.config import FRESH_START_OVERRIDE, RESUME_OVERRIDE
 from cnnsweep.run.records import COMPLETED, ENVIRONMENT_FILE, RunRecord
 
 # Where reruns go; the microsecond timestamp matches conf/config.yaml's run folders.
@@ -72,9 +72,10 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
         "config",
         f"hydra.run.dir={run_dir.resolve() if resume else RERUN_DIR}",
         f"hydra.sweep.dir={RERUN_SWEEP_DIR}",
-        *([RESUME_OVERRIDE] if resume else []),
         *multirun_settings(),
         *settings_added_since(OmegaConf.load(saved)),
+        # a run that was itself resumed saved training.resume=true; rerun, it starts again in a new folder
+        RESUME_OVERRIDE if resume else FRESH_START_OVERRIDE,
         *recorded_backend(run_dir, overrides),
         *overrides,
     ]

@@ -22,6 +22,7 @@ from cnnsweep.run.backends import BACKENDS
 # The override that continues a run in its own folder after its last checkpointed epoch: added by
 # `cnnsweep rerun --resume`, by a continued sweep to its interrupted jobs, and to requeued Slurm jobs.
 RESUME_OVERRIDE = "training.resume=true"
+FRESH_START_OVERRIDE = "training.resume=false"  # a rerun into a new folder, of a run that may have resumed
 
 
 class Pooling(str, Enum):
