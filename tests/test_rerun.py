@@ -106,10 +106,30 @@ def test_hydra_flags_go_before_every_override(command_line: list[str], flags: li
     assert arguments[-len(overrides):] == overrides
 
 
+@pytest.mark.parametrize("launcher, jobs", [
+    ({"_target_": "hydra_plugins.cnnsweep_plugins.process_launcher.ProcessLauncher", "jobs": None, "gpus": "auto"}, None),
+    ({"_target_": "hydra_plugins.cnnsweep_plugins.slurm.SlurmTrialLauncher", "jobs": 64, "partition": "gpu"}, 1),
+], ids=["launcher=parallel", "launcher=slurm"])
+def test_a_rerun_multirun_keeps_a_local_launcher_and_leaves_a_cluster(launcher: dict, jobs: object,
+                                                                      tmp_path: Path) -> None:
+    """A run from launcher=parallel reruns with its jobs and GPUs; one from Slurm on this machine, one job
+    at a time (its partition may not exist here)."""
+    saved = OmegaConf.load(SAVED_CONFIGS[-1])
+    saved.launcher = launcher
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(saved, tmp_path / ".hydra" / "config.yaml")
+    arguments = rerun_arguments(tmp_path, ["seed=1"])  # a job of `-m seed=1,2`
+    with initialize_config_dir(config_dir=arguments[1], version_base="1.3"):
+        hydra = compose(config_name="config", overrides=arguments[4:], return_hydra_config=True).hydra
+    assert hydra.launcher._target_ == "hydra_plugins.cnnsweep_plugins.process_launcher.ProcessLauncher"
+    assert (hydra.launcher.jobs, hydra.launcher.gpus) == (jobs, launcher.get("gpus"))
+    assert list(hydra.callbacks) == ["leaderboard"]
+
+
 def test_a_rerun_multirun_runs_as_any_multirun(run_cli, tiny_data: Path, tmp_path: Path) -> None:
-    """`cnnsweep rerun RUN -m seed=3,4`: each job in the process launcher's worker, one at a time (two with
-    hydra.launcher.jobs=2), and the leaderboard at the end, as `src/run.py -m` gives (a saved config holds
-    the job's keys, not Hydra's)."""
+    """`cnnsweep rerun RUN -m seed=3,4`: each job in the process launcher's worker, one at a time as the run's
+    launcher=local did (two with launcher.jobs=2), and the leaderboard at the end, as `src/run.py -m` gives
+    (a saved config holds the job's keys, not Hydra's)."""
     original = tmp_path / "run"
     first = run_cli(f"dataset.path={tiny_data}", "dataset.val_size=16", "training.epochs=2", "model.filters=4",
                     f"hydra.run.dir={original}", command=FAKE_RUN)
@@ -124,7 +144,7 @@ def test_a_rerun_multirun_runs_as_any_multirun(run_cli, tiny_data: Path, tmp_pat
     assert {json.loads((sweep / job / "metrics.json").read_text())["params"] for job in ("0", "1")} == \
         {json.loads((original / "metrics.json").read_text())["params"]}  # the saved model, not today's default
 
-    both = run_cli(*rerun_arguments(original, ["-m", "seed=3,4", "hydra.launcher.jobs=2",
+    both = run_cli(*rerun_arguments(original, ["-m", "seed=3,4", "launcher.jobs=2",
                                                f"hydra.sweep.dir={tmp_path / 'both'}"]), command=FAKE_RUN)
     assert both.returncode == 0, both.stderr
     assert sorted(json.loads(line)["slot"] for line in (tmp_path / "both" / SCHEDULE_FILE).read_text().splitlines()) \

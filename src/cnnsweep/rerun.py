@@ -12,13 +12,14 @@ from __future__ import annotations
 import json
 import runpy
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from cnnsweep.errors import ConfigError
-from cnnsweep.launch.settings import PROCESS_LAUNCHER
+from cnnsweep.launch.settings import PROCESS_LAUNCHER, ProcessLauncherConf
 from cnnsweep.project import CONF_DIR, RUN_SCRIPT
 from cnnsweep.run.checkpoints import Checkpoints
 from cnnsweep.run.config import FRESH_START_OVERRIDE, RESUME_OVERRIDE
@@ -64,6 +65,7 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
     if resume:
         _check_resumable(run_dir)
     flags, overrides = _hydra_flags_first(overrides)
+    saved_config = OmegaConf.load(saved)
     return [
         *flags,
         "--config-path",
@@ -72,8 +74,8 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
         "config",
         f"hydra.run.dir={run_dir.resolve() if resume else RERUN_DIR}",
         f"hydra.sweep.dir={RERUN_SWEEP_DIR}",
-        *multirun_settings(),
-        *settings_added_since(OmegaConf.load(saved)),
+        *multirun_settings(saved_config),
+        *settings_added_since(saved_config),
         # a run that was itself resumed saved training.resume=true; rerun, it starts again in a new folder
         RESUME_OVERRIDE if resume else FRESH_START_OVERRIDE,
         *recorded_backend(run_dir, overrides),
@@ -104,14 +106,18 @@ def _hydra_flags_first(arguments: list[str]) -> tuple[list[str], list[str]]:
     return flags, overrides
 
 
-def multirun_settings() -> list[str]:
-    """What conf/config.yaml gives every multirun and a saved config (the job's keys alone) lacks: each job
-    in a warm process of its own, one at a time (hydra.launcher.jobs=N for more), and the leaderboard at
-    the end. Not the saved `launcher.*`: those may be a cluster's that this machine cannot reach."""
+def multirun_settings(saved: DictConfig) -> list[str]:
+    """What conf/config.yaml gives every multirun and a saved config (the job's keys alone) lacks: cnnsweep's
+    process launcher and the leaderboard at the end. The launcher takes the run's own `launcher.*` where it
+    ran on it (launcher=local|parallel; `launcher.jobs=2` then changes them as in any multirun), else its
+    defaults, one job at a time: a Slurm run's settings name a cluster this machine may not reach."""
+    settings = [f"hydra/launcher={PROCESS_LAUNCHER}"]
+    if OmegaConf.select(saved, "launcher._target_") == ProcessLauncherConf._target_:
+        settings += [f"hydra.launcher.{field.name}=${{launcher.{field.name}}}" for field in fields(ProcessLauncherConf)
+                     if field.name != "_target_" and field.name in saved.launcher]
     callbacks = OmegaConf.load(CONF_DIR / "config.yaml").hydra.callbacks
-    return [f"hydra/launcher={PROCESS_LAUNCHER}",
-            *(f"+hydra.callbacks.{name}={_override_value(OmegaConf.to_container(callback))}"
-              for name, callback in callbacks.items())]
+    return [*settings, *(f"+hydra.callbacks.{name}={_override_value(OmegaConf.to_container(callback))}"
+                         for name, callback in callbacks.items())]
 
 
 def settings_added_since(saved: DictConfig) -> list[str]:
