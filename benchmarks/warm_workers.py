@@ -84,6 +84,7 @@ def cnnsweep_search(name: str, seed: int, sampler: str, budget: float, workdir: 
               if trial.state.is_finished() and trial.datetime_complete.timestamp() <= deadline]
     finished = [trial for trial in trials if trial.state in (optuna.trial.TrialState.COMPLETE,
                                                              optuna.trial.TrialState.PRUNED)]
+    require_trials(len(finished), budget)  # before schedule.jsonl, which a search that ran no job lacks
     jobs = [json.loads(line) for line in (sweep / "schedule.jsonl").read_text().splitlines()]
     overheads, first_jobs = [], []
     for job in jobs:
@@ -92,7 +93,6 @@ def cnnsweep_search(name: str, seed: int, sampler: str, budget: float, workdir: 
             test_seconds = record.get("eval_seconds") or 0.0  # none: the trial skipped the test set (test_top_k)
             overhead = job["end"] - job["start"] - record["train_seconds"] - test_seconds
             (first_jobs if job["worker_job"] == 1 else overheads).append(overhead)
-    require_trials(len(finished), budget)
     epochs = sum(len(trial.intermediate_values) for trial in finished)
     best = max((trial.value for trial in finished if trial.value is not None), default=float("nan"))
     return {"trials": len(finished), "configurations": len(finished), "epochs": epochs, "best_val": best,

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from cnnsweep.launch.process_launcher import SCHEDULE_FILE
 from cnnsweep.rerun import rerun_arguments
 from cnnsweep.run.config import CnnConfig, load_run_config
+from cnnsweep.run.tracking import flat_params
 from conftest import FAKE_RUN, kill_once_checkpointed
 
 SAVED_CONFIGS = sorted((Path(__file__).parent / "saved_configs").glob("*.yaml"))
@@ -37,14 +38,7 @@ def rerun_config(saved: Path, run_dir: Path, overrides: Sequence[str] = ()) -> D
 
 def dotted_keys(config: DictConfig) -> dict[str, object]:
     """Every leaf of `config` by its dotted key, values unresolved."""
-    flat = {}
-    for key in config:
-        node = config._get_node(key)
-        if isinstance(node, DictConfig) and not node._is_none() and len(node):
-            flat.update({f"{key}.{name}": value for name, value in dotted_keys(node).items()})
-        else:
-            flat[str(key)] = OmegaConf.to_container(node) if isinstance(node, DictConfig) else node._value()
-    return flat
+    return flat_params(OmegaConf.to_container(config))
 
 
 def test_the_newest_saved_config_is_todays() -> None:

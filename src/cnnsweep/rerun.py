@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import runpy
 import sys
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from cnnsweep.project import CONF_DIR, RUN_SCRIPT
 from cnnsweep.run.checkpoints import Checkpoints
 from cnnsweep.run.config import FRESH_START_OVERRIDE, RESUME_OVERRIDE
 from cnnsweep.run.records import COMPLETED, ENVIRONMENT_FILE, RunRecord
+from cnnsweep.run.tracking import flat_params
 
 # Where reruns go; the microsecond timestamp matches conf/config.yaml's run folders.
 RERUN_DIR = "outputs/reruns/${now:%Y-%m-%d_%H-%M-%S-%f}"
@@ -113,8 +113,10 @@ def multirun_settings(saved: DictConfig) -> list[str]:
     defaults, one job at a time: a Slurm run's settings name a cluster this machine may not reach."""
     settings = [f"hydra/launcher={PROCESS_LAUNCHER}"]
     if OmegaConf.select(saved, "launcher._target_") == ProcessLauncherConf._target_:
-        settings += [f"hydra.launcher.{field.name}=${{launcher.{field.name}}}" for field in fields(ProcessLauncherConf)
-                     if field.name != "_target_" and field.name in saved.launcher]
+        # conf/launcher/local.yaml's own `hydra.launcher.jobs: ${launcher.jobs}`, ..., for the keys the run saved
+        from_launcher_keys = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "launcher" / "local.yaml").hydra.launcher)
+        settings += [f"hydra.launcher.{name}={value}" for name, value in from_launcher_keys.items()
+                     if name in saved.launcher]
     callbacks = OmegaConf.load(CONF_DIR / "config.yaml").hydra.callbacks
     return [*settings, *(f"+hydra.callbacks.{name}={_override_value(OmegaConf.to_container(callback))}"
                          for name, callback in callbacks.items())]
@@ -135,8 +137,7 @@ def _settings_key_by_key() -> dict[str, Any]:
     settings = {}
     for key, value in SETTINGS_OLDER_RUNS_LACK.items():
         if isinstance(value, Path):
-            group = OmegaConf.to_container(OmegaConf.load(value))
-            settings.update({f"{key}.{name}": item for name, item in group.items()})
+            settings.update(flat_params(OmegaConf.to_container(OmegaConf.load(value)), f"{key}."))
         else:
             settings[key] = value
     return settings
