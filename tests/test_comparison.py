@@ -4,6 +4,7 @@ with its marked trial 0, a named baseline) with known answers: a clear gain and 
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -123,6 +124,23 @@ def test_runs_without_a_baseline_have_no_difference(tmp_path: Path) -> None:
     assert board["vs_baseline"].isna().all() and board["baseline"].isna().all()
     assert list(board["rank"]) == [1, 2]
 
+
+
+def test_the_backend_column_is_the_one_each_run_trained_on(tmp_path: Path) -> None:
+    """A run saves `${oc.env:KERAS_BACKEND,tensorflow}`, its rerun the pinned name: the same backend, no
+    column; a run that trained on JAX under that same saved text makes the column, with the real names."""
+    unset = {"model": {"filters": 32}, "hardware": {"backend": "${oc.env:KERAS_BACKEND,tensorflow}"}}
+    for name, saved, used in [("run", unset, "tensorflow"), ("rerun", {**unset, "hardware": {"backend": "tensorflow"}},
+                                                                 "tensorflow")]:
+        run_folder(tmp_path / "runs" / name, saved, 0.98)
+        (tmp_path / "runs" / name / "environment.json").write_text(json.dumps({"devices": {"backend": used}}))
+    assert "hardware.backend" not in build_leaderboard([tmp_path / "runs"]).columns
+
+    run_folder(tmp_path / "runs" / "on_jax", unset, 0.97)
+    (tmp_path / "runs" / "on_jax" / "environment.json").write_text(json.dumps({"devices": {"backend": "jax"}}))
+    board = build_leaderboard([tmp_path / "runs"]).set_index("run")
+    assert board["hardware.backend"].to_dict() == {"runs/run": "tensorflow", "runs/rerun": "tensorflow",
+                                                   "runs/on_jax": "jax"}
 
 def test_the_report_command_names_a_baseline_and_tests_seed_noise(grid: Path, run_cli, tmp_path: Path) -> None:
     result = run_cli(str(grid), "--baseline", "grid/6", "--aggregate-seeds", "--no-plots", command=REPORT)

@@ -9,7 +9,6 @@ continues a killed or interrupted run in its own folder after its last finished 
 
 from __future__ import annotations
 
-import json
 import runpy
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ from cnnsweep.launch.settings import PROCESS_LAUNCHER, ProcessLauncherConf
 from cnnsweep.project import CONF_DIR, RUN_SCRIPT
 from cnnsweep.run.checkpoints import Checkpoints
 from cnnsweep.run.config import FRESH_START_OVERRIDE, RESUME_OVERRIDE
-from cnnsweep.run.records import COMPLETED, ENVIRONMENT_FILE, RunRecord
+from cnnsweep.run.records import COMPLETED, RunRecord, recorded_backend
 from cnnsweep.run.tracking import flat_params
 
 # Where reruns go; the microsecond timestamp matches conf/config.yaml's run folders.
@@ -78,7 +77,7 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
         *settings_added_since(saved_config),
         # a run that was itself resumed saved training.resume=true; rerun, it starts again in a new folder
         RESUME_OVERRIDE if resume else FRESH_START_OVERRIDE,
-        *recorded_backend(run_dir, overrides),
+        *backend_override(run_dir, overrides),
         *overrides,
     ]
 
@@ -155,15 +154,12 @@ def _override_value(value: Any) -> str:
 _ABSENT = object()
 
 
-def recorded_backend(run_dir: Path, overrides: list[str]) -> list[str]:
+def backend_override(run_dir: Path, overrides: list[str]) -> list[str]:
     """`hardware.backend=<the one the run used>`, unless the overrides choose one or the run recorded none."""
     if any(override.lstrip("+~").startswith("hardware.backend=") for override in overrides):
         return []
-    try:
-        backend = json.loads((run_dir / ENVIRONMENT_FILE).read_text())["devices"]["backend"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
-    return [f"hardware.backend={backend}"] if isinstance(backend, str) else []
+    backend = recorded_backend(run_dir)
+    return [f"hardware.backend={backend}"] if backend else []
 
 
 def _check_resumable(run_dir: Path) -> None:

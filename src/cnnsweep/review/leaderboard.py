@@ -16,7 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from cnnsweep.errors import DataError
 from cnnsweep.review.comparison import NOISE_LEVEL, welch_t_test
-from cnnsweep.run.records import METRICS_FILE, RunRecord, write_atomic
+from cnnsweep.run.records import METRICS_FILE, RunRecord, recorded_backend, write_atomic
 
 LEADERBOARD_FILE = "leaderboard.csv"
 SWEEP_CONFIG_FILE = "multirun.yaml"  # Hydra's sweep config: the composed defaults of a sweep's jobs
@@ -203,7 +203,13 @@ def _read_run(run_dir: Path, roots: list[Path]) -> tuple[dict[str, Any], dict[st
 
 
 def _flat_config(run_dir: Path) -> dict[str, Any]:
-    return _flat_yaml(run_dir / ".hydra" / "config.yaml") or {}
+    """The run's saved config, with the backend it trained on in place of the saved one (an interpolation
+    of $KERAS_BACKEND would otherwise read as a swept setting beside a rerun that pinned it)."""
+    config = _flat_yaml(run_dir / ".hydra" / "config.yaml") or {}
+    backend = recorded_backend(run_dir)
+    if backend and "hardware.backend" in config:
+        config["hardware.backend"] = backend
+    return config
 
 
 def _flat_yaml(path: Path) -> Optional[dict[str, Any]]:

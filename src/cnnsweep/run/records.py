@@ -301,6 +301,16 @@ def environment_info(devices: dict[str, Any], project_dir: Path) -> dict[str, An
     }
 
 
+def recorded_backend(run_dir: Path) -> Optional[str]:
+    """The Keras backend a run trained on, from its environment.json; None where it recorded none. Its saved
+    config may say only `${oc.env:KERAS_BACKEND,tensorflow}`, which another shell resolves differently."""
+    try:
+        backend = json.loads((run_dir / ENVIRONMENT_FILE).read_text())["devices"]["backend"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return backend if isinstance(backend, str) else None
+
+
 @functools.cache
 def installed_packages() -> dict[str, str]:
     """Every installed distribution's version by its lower-cased name, as the import system finds them (the
