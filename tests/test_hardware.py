@@ -153,3 +153,28 @@ def test_the_libraries_objects_are_frozen_once_per_process() -> None:
     counts = json.loads(process.stdout.strip().splitlines()[-1])
     assert counts["first"] > 50_000  # Keras and TensorFlow import hundreds of thousands of objects
     assert counts["second"] == counts["first"]
+
+
+# A TensorFlow job imports Keras without JAX (which tf.lite would import); a later JAX job in that process,
+# before Keras started (a warm worker whose first job failed early), still finds JAX installed.
+WITHOUT_JAX = """
+import sys
+from cnnsweep.run import hardware
+from cnnsweep.run.config import compose_run_config
+hardware.select_backend(compose_run_config(*sys.argv[1:]))
+if sys.argv[1:]:  # a JAX job after the TensorFlow one
+    hardware.select_backend(compose_run_config("hardware.backend=tensorflow"))
+    hardware.select_backend(compose_run_config(*sys.argv[1:]))
+import keras
+print(keras.config.backend(), "jax" in sys.modules and sys.modules["jax"] is not None)
+"""
+
+
+@pytest.mark.parametrize(("overrides", "printed"), [([], "tensorflow False"), (["hardware.backend=jax"], "jax True")])
+def test_a_tensorflow_job_starts_without_importing_jax(overrides: list[str], printed: str) -> None:
+    assert importlib.util.find_spec("jax") is not None, "the dev group installs JAX"
+    clean = {name: value for name, value in command_env().items() if name not in BACKEND_VARIABLES}
+    process = subprocess.run([sys.executable, "-c", WITHOUT_JAX, *overrides], capture_output=True, text=True,
+                             timeout=120, env=clean)
+    assert process.returncode == 0, process.stderr[-2000:]
+    assert process.stdout.strip().splitlines()[-1] == printed

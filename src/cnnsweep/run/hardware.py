@@ -33,6 +33,7 @@ PROCESS_WIDE = ("backend", "device", "intra_op_threads", "inter_op_threads", "me
 def select_backend(run: RunConfig) -> None:
     """Make hardware.backend the backend Keras starts with in this process, or say in one line why not."""
     config = run.hardware
+    _hide_jax_from_tensorflow(config.backend)
     backend = BACKENDS[config.backend]
     if importlib.util.find_spec(backend.module) is None:
         raise ConfigError(f"hardware.backend={config.backend}: {backend.module} is not installed; "
@@ -53,6 +54,17 @@ def select_backend(run: RunConfig) -> None:
     intra_op, inter_op = thread_counts(config)
     for name, value in _backend_module(config.backend).environment(config, intra_op, inter_op).items():
         os.environ[name] = value
+
+
+def _hide_jax_from_tensorflow(backend: str) -> None:
+    """tf.lite imports JAX where it is installed, only to convert JAX functions, which no run does, and JAX's
+    import is a noticeable share of every TensorFlow job's start: a TensorFlow process sees no JAX (`import
+    jax` raises ImportError, which tf.lite expects). A process that chose TensorFlow but never started Keras
+    (a warm worker whose job failed early) sees it again for a JAX or PyTorch job."""
+    if backend == "tensorflow" and "jax" not in sys.modules:
+        sys.modules["jax"] = None  # type: ignore[assignment]
+    elif backend != "tensorflow" and "jax" in sys.modules and sys.modules["jax"] is None:
+        del sys.modules["jax"]
 
 
 def configure(config: HardwareConfig, seed: int) -> dict[str, Any]:
