@@ -42,8 +42,14 @@ def postgres_storage(tmp_path: Path) -> tuple[str, optuna.storages.BaseStorage]:
     return url, optuna.storages.RDBStorage(url)
 
 
+def sqlite_storage(tmp_path: Path) -> tuple[str, optuna.storages.BaseStorage]:
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    return url, optuna.storages.RDBStorage(url)
+
+
 @pytest.mark.parametrize("make_storage", [
-    journal_storage, pytest.param(postgres_storage, marks=pytest.mark.server)], ids=["journal", "postgresql"])
+    journal_storage, sqlite_storage, pytest.param(postgres_storage, marks=pytest.mark.server)],
+    ids=["journal", "sqlite", "postgresql"])
 def test_two_workers_share_one_study(make_storage, tiny_data: Path, tmp_path: Path) -> None:
     storage_override, storage = make_storage(tmp_path)
     study_name = f"shared-{uuid.uuid4().hex[:8]}"  # a server's database outlives one test run
@@ -52,12 +58,14 @@ def test_two_workers_share_one_study(make_storage, tiny_data: Path, tmp_path: Pa
         subprocess.Popen(
             [*FAKE_RUN, *fake_search_args(tiny_data), "training.epochs=1", f"hydra.sweeper.n_trials={N_TRIALS}",
              f"hydra.sweeper.study_name={study_name}", f"hydra.sweeper.storage={storage_override}",
-             f"hydra.sweep.dir={tmp_path / name}"],
+             f"hydra.sweep.dir={tmp_path / name}", "hydra.sweeper.heartbeat_interval=900"],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         for name in ("worker_a", "worker_b")
     ]
-    outputs = [worker.communicate(timeout=600) for worker in workers]
+    # The worker that runs out of trials first waits for the other's, and ends soon after them: not one
+    # heartbeat interval later (it would run past this timeout).
+    outputs = [worker.communicate(timeout=300) for worker in workers]
     for worker, (_, stderr) in zip(workers, outputs):
         assert worker.returncode == 0, stderr[-3000:]
 

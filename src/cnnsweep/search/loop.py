@@ -61,6 +61,10 @@ from cnnsweep.search.study import (
 from cnnsweep.search.trial import STUDY_ENV, TRIAL_ENV
 from cnnsweep.search.warm_start import enqueue_warm_start
 
+# How often a worker with nothing left to launch looks again at the trials other workers of its study run: it
+# ends, or takes a trial they gave back, this soon after, whatever the heartbeat interval.
+OTHERS_POLL_SECONDS = 2.0
+
 log = logging.getLogger(__name__)
 
 
@@ -153,7 +157,7 @@ class Search:
                         log.info("waiting for %d trial(s) other workers run; a dead worker's are queued again "
                                  "after the grace period", others)
                         waiting_noted = True
-                    time.sleep(heartbeats.interval or 1)
+                    time.sleep(OTHERS_POLL_SECONDS)
                     continue
                 done, _ = wait(running, timeout=heartbeats.interval, return_when=FIRST_COMPLETED)
                 for future in done:
