@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import importlib.abc
 import importlib.util
 import os
 import sys
@@ -33,7 +34,7 @@ PROCESS_WIDE = ("backend", "device", "intra_op_threads", "inter_op_threads", "me
 def select_backend(run: RunConfig) -> None:
     """Make hardware.backend the backend Keras starts with in this process, or say in one line why not."""
     config = run.hardware
-    _hide_jax_from_tensorflow(config.backend)
+    _skip_optional_jax(config.backend)
     backend = BACKENDS[config.backend]
     if importlib.util.find_spec(backend.module) is None:
         raise ConfigError(f"hardware.backend={config.backend}: {backend.module} is not installed; "
@@ -56,15 +57,32 @@ def select_backend(run: RunConfig) -> None:
         os.environ[name] = value
 
 
-def _hide_jax_from_tensorflow(backend: str) -> None:
-    """tf.lite imports JAX where it is installed, only to convert JAX functions, which no run does, and JAX's
-    import is a noticeable share of every TensorFlow job's start: a TensorFlow process sees no JAX (`import
-    jax` raises ImportError, which tf.lite expects). A process that chose TensorFlow but never started Keras
-    (a warm worker whose job failed early) sees it again for a JAX or PyTorch job."""
-    if backend == "tensorflow" and "jax" not in sys.modules:
-        sys.modules["jax"] = None  # type: ignore[assignment]
-    elif backend != "tensorflow" and "jax" in sys.modules and sys.modules["jax"] is None:
-        del sys.modules["jax"]
+class _NoOptionalJax(importlib.abc.MetaPathFinder):
+    """Fails the `import jax` of the modules in IMPORTERS, and only theirs: where JAX is installed, tf.lite
+    imports it to convert JAX functions and Keras' Orbax callback to patch it, neither of which a run on
+    another backend uses, and both expect an ImportError where it is not. JAX's import is a noticeable share
+    of every TensorFlow job's start; any other import of JAX (a JAX job's Keras, a user's module) works as
+    usual."""
+
+    IMPORTERS = ("tensorflow.lite.python.util", "keras.src.callbacks.orbax_checkpoint")
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        if fullname == "jax" and self._asked_by_an_importer():
+            raise ModuleNotFoundError("not imported for this module (cnnsweep.run.hardware)", name=fullname)
+        return None
+
+    def _asked_by_an_importer(self) -> bool:
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_globals.get("__name__") in self.IMPORTERS:
+                return True
+            frame = frame.f_back
+        return False
+
+
+def _skip_optional_jax(backend: str) -> None:
+    if backend != "jax" and not any(isinstance(finder, _NoOptionalJax) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _NoOptionalJax())
 
 
 def configure(config: HardwareConfig, seed: int) -> dict[str, Any]:
