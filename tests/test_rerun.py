@@ -14,6 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
+from cnnsweep.errors import ConfigError
 from cnnsweep.launch.process_launcher import SCHEDULE_FILE
 from cnnsweep.rerun import rerun_arguments
 from cnnsweep.run.config import CnnConfig, load_run_config
@@ -100,6 +101,18 @@ def test_hydra_flags_go_before_every_override(command_line: list[str], flags: li
     assert arguments[-len(overrides):] == overrides
 
 
+def rerun_hydra_config(tmp_path: Path, launcher: dict, overrides: list[str]) -> DictConfig:
+    """The composed config, Hydra's node included, of `cnnsweep rerun RUN OVERRIDES` for a run that saved
+    today's keys with `launcher` as its `launcher.*`."""
+    saved = OmegaConf.load(SAVED_CONFIGS[-1])
+    saved.launcher = launcher
+    (tmp_path / ".hydra").mkdir()
+    OmegaConf.save(saved, tmp_path / ".hydra" / "config.yaml")
+    arguments = rerun_arguments(tmp_path, overrides)
+    with initialize_config_dir(config_dir=arguments[1], version_base="1.3"):
+        return compose(config_name="config", overrides=arguments[4:], return_hydra_config=True)
+
+
 @pytest.mark.parametrize("launcher, jobs", [
     ({"_target_": "hydra_plugins.cnnsweep_plugins.process_launcher.ProcessLauncher", "jobs": None, "gpus": "auto"}, None),
     ({"_target_": "hydra_plugins.cnnsweep_plugins.slurm.SlurmTrialLauncher", "jobs": 64, "partition": "gpu"}, 1),
@@ -108,22 +121,52 @@ def test_a_rerun_multirun_keeps_a_local_launcher_and_leaves_a_cluster(launcher: 
                                                                       tmp_path: Path) -> None:
     """A run from launcher=parallel reruns with its jobs and GPUs; one from Slurm on this machine, one job
     at a time (its partition may not exist here)."""
-    saved = OmegaConf.load(SAVED_CONFIGS[-1])
-    saved.launcher = launcher
-    (tmp_path / ".hydra").mkdir()
-    OmegaConf.save(saved, tmp_path / ".hydra" / "config.yaml")
-    arguments = rerun_arguments(tmp_path, ["seed=1"])  # a job of `-m seed=1,2`
-    with initialize_config_dir(config_dir=arguments[1], version_base="1.3"):
-        hydra = compose(config_name="config", overrides=arguments[4:], return_hydra_config=True).hydra
+    hydra = rerun_hydra_config(tmp_path, launcher, ["seed=1"]).hydra  # a job of `-m seed=1,2`
     assert hydra.launcher._target_ == "hydra_plugins.cnnsweep_plugins.process_launcher.ProcessLauncher"
     assert (hydra.launcher.jobs, hydra.launcher.gpus) == (jobs, launcher.get("gpus"))
     assert list(hydra.callbacks) == ["leaderboard"]
 
 
+
+LOCAL = {"_target_": "hydra_plugins.cnnsweep_plugins.process_launcher.ProcessLauncher", "jobs": 1, "gpus": None,
+         "jobs_per_gpu": 1, "jobs_per_worker": 50, "job_timeout_min": None, "worker_max_memory_gb": None}
+SLURM = {"partition": "gpu", "gpus": 1, "cpus": 8, "mem_gb": 32, "timeout_min": 240, "jobs": 64, "account": None,
+         "qos": None, "max_num_timeout": 3, "signal_delay_s": 120}
+
+
+@pytest.mark.parametrize("saved_launcher, overrides, target, launcher_keys, hydra_launcher", [
+    (LOCAL, ["launcher=slurm", "launcher.partition=gpu"], "hydra_plugins.cnnsweep_plugins.slurm.SlurmTrialLauncher",
+     SLURM, {"partition": "gpu", "array_parallelism": 64, "cpus_per_task": 8, "timeout_min": 240}),
+    (LOCAL, ["launcher=parallel", "launcher.gpus=2"], LOCAL["_target_"],
+     {**LOCAL, "gpus": 2, "jobs": None}, {"gpus": 2, "jobs": None, "jobs_per_worker": 50}),
+    (SLURM, ["launcher=local", "launcher.jobs=3"], LOCAL["_target_"], {**LOCAL, "jobs": 3}, {"jobs": 3, "gpus": None}),
+    (SLURM, ["launcher=slurm_local"], "hydra_plugins.cnnsweep_plugins.slurm.SlurmRehearsalLauncher",
+     {**SLURM, "partition": None}, {"partition": None, "array_parallelism": 64}),
+], ids=["local-to-slurm", "local-to-parallel", "slurm-to-local", "slurm-to-rehearsal"])
+def test_a_rerun_takes_a_launcher_preset_in_place_of_the_runs(saved_launcher: dict, overrides: list[str], target: str,
+                                                              launcher_keys: dict, hydra_launcher: dict,
+                                                              tmp_path: Path) -> None:
+    """`cnnsweep rerun RUN -m seed=1,2 launcher=slurm launcher.partition=gpu`: today's preset replaces the run's
+    launcher keys (none of the old launcher's stay) and sets up its Hydra launcher, as `src/run.py -m` would."""
+    config = rerun_hydra_config(tmp_path, saved_launcher, ["seed=1", *overrides])
+    assert OmegaConf.to_container(config.launcher) == launcher_keys
+    assert config.hydra.launcher._target_ == target
+    assert {key: config.hydra.launcher[key] for key in hydra_launcher} == hydra_launcher
+    assert config.seed == 1 and list(config.hydra.callbacks) == ["leaderboard"]
+
+
+def test_a_launcher_that_does_not_exist_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / ".hydra").mkdir()
+    shutil.copy(SAVED_CONFIGS[-1], tmp_path / ".hydra" / "config.yaml")
+    with pytest.raises(ConfigError) as raised:
+        rerun_arguments(tmp_path, ["-m", "seed=1,2", "launcher=slurn"])
+    assert str(raised.value).startswith("launcher=slurn: no such launcher in ")
+    assert str(raised.value).endswith("; choose one of local, parallel, slurm, slurm_local")
+
 def test_a_rerun_multirun_runs_as_any_multirun(run_cli, tiny_data: Path, tmp_path: Path) -> None:
     """`cnnsweep rerun RUN -m seed=3,4`: each job in the process launcher's worker, one at a time as the run's
     launcher=local did (two with launcher.jobs=2), and the leaderboard at the end, as `src/run.py -m` gives
-    (a saved config holds the job's keys, not Hydra's)."""
+    (a saved config holds the job's keys, not Hydra's); with `launcher=slurm_local`, through submitit."""
     original = tmp_path / "run"
     first = run_cli(f"dataset.path={tiny_data}", "dataset.val_size=16", "training.epochs=2", "model.filters=4",
                     f"hydra.run.dir={original}", command=FAKE_RUN)
@@ -143,6 +186,15 @@ def test_a_rerun_multirun_runs_as_any_multirun(run_cli, tiny_data: Path, tmp_pat
     assert both.returncode == 0, both.stderr
     assert sorted(json.loads(line)["slot"] for line in (tmp_path / "both" / SCHEDULE_FILE).read_text().splitlines()) \
         == [0, 1]
+
+    # Another launcher preset: the jobs go through submitit (its local executor rehearses launcher=slurm).
+    rehearsed = run_cli(*rerun_arguments(original, ["-m", "seed=5,6", "launcher=slurm_local", "launcher.jobs=2",
+                                                    f"hydra.sweep.dir={tmp_path / 'submitit'}"]), command=FAKE_RUN)
+    assert rehearsed.returncode == 0, rehearsed.stderr
+    assert any((tmp_path / "submitit" / ".submitit").iterdir())  # submitit's own job folders and logs
+    board = pd.read_csv(tmp_path / "submitit" / "leaderboard.csv")
+    assert sorted(board["seed"]) == [5, 6] and set(board["status"]) == {"completed"}
+    assert set(board["params"]) == {json.loads((original / "metrics.json").read_text())["params"]}
 
 
 def test_a_resumed_run_reruns_from_its_first_epoch(run_cli, tiny_data: Path, tmp_path: Path) -> None:

@@ -18,9 +18,11 @@ from typing import Callable, Optional
 import optuna
 import pandas as pd
 import pytest
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 from cnnsweep.launch.slurm import INTERRUPT_GRACE_SECONDS
+from cnnsweep.rerun import rerun_arguments
 from cnnsweep.run.checkpoints import Checkpoints
 from conftest import FAKE_RUN, RUN, TINY_RUN, command_env, missing
 from test_interrupts import continue_with, interrupt_when, status
@@ -303,6 +305,25 @@ def test_ctrl_c_stops_a_slurm_grid_and_it_continues(tiny_data: Path, tmp_path: P
             resumed = json.loads((sweep / str(job) / "metrics.json").read_text())["resumed_after_epoch"]
             assert resumed >= epochs and epochs_in(sweep / str(job)) == 200
 
+
+def test_a_local_run_reruns_on_the_cluster(tiny_data: Path, tmp_path: Path) -> None:
+    """`cnnsweep rerun RUN -m seed=1,2 launcher=slurm ...`: a run from this machine's default launcher, its
+    seeds rerun as Slurm jobs with the run's own model."""
+    original = tmp_path / "run"
+    first = subprocess.run([*FAKE_RUN, f"dataset.path={tiny_data}", "dataset.val_size=16", "training.epochs=2",
+                            "model.filters=5", f"hydra.run.dir={original}"], cwd=tmp_path, env=command_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    sweep = tmp_path / "seeds"
+    rerun = subprocess.run([*FAKE_RUN, *rerun_arguments(original, ["-m", "seed=1,2", *on_slurm(2),
+                                                                   f"hydra.sweep.dir={sweep}"])],
+                           cwd=tmp_path, env=command_env(), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    board = pd.read_csv(sweep / "leaderboard.csv")
+    assert sorted(board["seed"]) == [1, 2] and set(board["status"]) == {"completed"}
+    for job in ("0", "1"):
+        assert OmegaConf.load(sweep / job / ".hydra" / "config.yaml").model.filters == 5
+        assert json.loads((sweep / job / "environment.json").read_text())["slurm_job_id"]
 
 @pytest.mark.server
 def test_the_storage_password_reaches_no_slurm_file(run_cli, tiny_data: Path, tmp_path: Path) -> None:

@@ -40,7 +40,8 @@ def parser() -> argparse.ArgumentParser:
     rerun.add_argument("run_dir", type=Path, help="a run folder (outputs/runs/<time> or a multirun job folder)")
     rerun.add_argument("--resume", action="store_true",
                        help="continue a killed or interrupted run in its own folder after its last finished epoch")
-    rerun.add_argument("overrides", nargs=argparse.REMAINDER, help="Hydra overrides, e.g. seed=1 or -m seed=0,1,2")
+    rerun.add_argument("overrides", nargs=argparse.REMAINDER,
+                       help="Hydra overrides, e.g. seed=1, or -m seed=0,1,2 (launcher=NAME: another conf/launcher preset)")
     return main
 
 

@@ -9,10 +9,11 @@ continues a killed or interrupted run in its own folder after its last finished 
 
 from __future__ import annotations
 
+import re
 import runpy
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -64,6 +65,7 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
     if resume:
         _check_resumable(run_dir)
     flags, overrides = _hydra_flags_first(overrides)
+    launcher, overrides = _launcher_choice(overrides)
     saved_config = OmegaConf.load(saved)
     return [
         *flags,
@@ -73,7 +75,7 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
         "config",
         f"hydra.run.dir={run_dir.resolve() if resume else RERUN_DIR}",
         f"hydra.sweep.dir={RERUN_SWEEP_DIR}",
-        *multirun_settings(saved_config),
+        *multirun_settings(saved_config, launcher),
         *settings_added_since(saved_config),
         # a run that was itself resumed saved training.resume=true; rerun, it starts again in a new folder
         RESUME_OVERRIDE if resume else FRESH_START_OVERRIDE,
@@ -105,20 +107,65 @@ def _hydra_flags_first(arguments: list[str]) -> tuple[list[str], list[str]]:
     return flags, overrides
 
 
-def multirun_settings(saved: DictConfig) -> list[str]:
-    """What conf/config.yaml gives every multirun and a saved config (the job's keys alone) lacks: cnnsweep's
-    process launcher and the leaderboard at the end. The launcher takes the run's own `launcher.*` where it
-    ran on it (launcher=local|parallel; `launcher.jobs=2` then changes them as in any multirun), else its
-    defaults, one job at a time: a Slurm run's settings name a cluster this machine may not reach."""
-    settings = [f"hydra/launcher={PROCESS_LAUNCHER}"]
-    if OmegaConf.select(saved, "launcher._target_") == ProcessLauncherConf._target_:
-        # conf/launcher/local.yaml's own `hydra.launcher.jobs: ${launcher.jobs}`, ..., for the keys the run saved
-        from_launcher_keys = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "launcher" / "local.yaml").hydra.launcher)
-        settings += [f"hydra.launcher.{name}={value}" for name, value in from_launcher_keys.items()
-                     if name in saved.launcher]
+def multirun_settings(saved: DictConfig, launcher: Optional[str] = None) -> list[str]:
+    """What conf/config.yaml gives every multirun and a saved config (the job's keys alone) lacks: a launcher
+    and the leaderboard at the end. `launcher` (the rerun's `launcher=NAME`) is that launcher preset of
+    today's conf/. Without one, cnnsweep's process launcher, with the run's own `launcher.*` where it ran on
+    it (launcher=local|parallel; `launcher.jobs=2` then changes them as in any multirun), else its defaults,
+    one job at a time: a Slurm run's settings name a cluster this machine may not reach."""
+    if launcher is not None:
+        settings = chosen_launcher(launcher, saved)
+    else:
+        settings = [f"hydra/launcher={PROCESS_LAUNCHER}"]
+        if OmegaConf.select(saved, "launcher._target_") == ProcessLauncherConf._target_:
+            # conf/launcher/local.yaml's own `hydra.launcher.jobs: ${launcher.jobs}`, ..., for the keys the run saved
+            from_launcher_keys = OmegaConf.to_container(
+                OmegaConf.load(CONF_DIR / "launcher" / "local.yaml").hydra.launcher)
+            settings += [f"hydra.launcher.{name}={value}" for name, value in from_launcher_keys.items()
+                         if name in saved.launcher]
     callbacks = OmegaConf.load(CONF_DIR / "config.yaml").hydra.callbacks
     return [*settings, *(f"+hydra.callbacks.{name}={_override_value(OmegaConf.to_container(callback))}"
                          for name, callback in callbacks.items())]
+
+
+def chosen_launcher(name: str, saved: DictConfig) -> list[str]:
+    """`launcher=NAME` over a saved config, which holds a launcher's keys but not the config group: today's
+    conf/launcher/NAME.yaml composed, then given as overrides. Its `launcher.*` replace the run's (none of
+    the old launcher's keys stay), and the Hydra launcher it sets up takes every setting the preset changes."""
+    composed = _compose_conf(f"launcher={name}")
+    plugin = composed.hydra.runtime.choices["hydra/launcher"]
+    plugin_defaults = OmegaConf.to_container(_compose_conf("~launcher", f"hydra/launcher={plugin}").hydra.launcher,
+                                             resolve=False)
+    preset = OmegaConf.to_container(composed.hydra.launcher, resolve=False)
+    return [
+        *(["~launcher"] if "launcher" in saved else []),
+        f"+launcher={_override_value(OmegaConf.to_container(composed.launcher))}",
+        f"hydra/launcher={plugin}",
+        *(f"hydra.launcher.{key}={_override_value(value)}" for key, value in preset.items()
+          if plugin_defaults.get(key, _ABSENT) != value),
+    ]
+
+
+def _compose_conf(*overrides: str) -> DictConfig:
+    """Today's conf/config.yaml with `overrides`, Hydra's own node included, its interpolations unresolved."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import MissingConfigException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides), return_hydra_config=True)
+    except MissingConfigException as error:
+        choices = ", ".join(sorted(path.stem for path in (CONF_DIR / "launcher").glob("*.yaml")))
+        raise ConfigError(f"{' '.join(overrides)}: no such launcher in {CONF_DIR / 'launcher'}; choose one of "
+                          f"{choices}") from error
+
+
+def _launcher_choice(overrides: list[str]) -> tuple[Optional[str], list[str]]:
+    """(NAME of a `launcher=NAME` among the overrides, the other overrides): the config group a saved config
+    cannot take directly."""
+    chosen = [override for override in overrides if re.fullmatch(r"launcher=[\w-]+", override)]
+    rest = [override for override in overrides if override not in chosen]
+    return (chosen[-1].split("=", 1)[1] if chosen else None), rest
 
 
 def settings_added_since(saved: DictConfig) -> list[str]:
@@ -148,6 +195,8 @@ def _override_value(value: Any) -> str:
         return "{" + ",".join(f"{key}:{_override_value(item)}" for key, item in value.items()) + "}"
     if isinstance(value, bool):
         return str(value).lower()
+    if isinstance(value, str):  # quoted: paths, `%j`, `${...}` (still an interpolation) read as they are
+        return "'" + value.replace("'", "\\'") + "'"
     return "null" if value is None else str(value)
 
 
