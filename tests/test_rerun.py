@@ -63,6 +63,52 @@ def test_a_config_saved_by_any_version_reruns_as_it_ran(saved: Path, compose_con
     assert {key: keys[key] for key in original} == original  # what the run saved is what it reruns with
 
 
+# The other options of each config group (the launcher's are never a rerun's, the sweeps' are searches): each
+# saved, for each version of its keys, in saved_configs/options/<group>=<option>/, with what it needs to load.
+OPTION_CONFIGS = sorted((Path(__file__).parent / "saved_configs" / "options").glob("*/*.yaml"))
+OPTION_NEEDS = {"dataset=folder": ["dataset.path=/data/photos"], "dataset=npz": ["dataset.path=/data/images.npz"],
+                "model=custom": ["model._target_=mypackage.models.build"]}
+
+
+def todays_options() -> list[str]:
+    """`group=option` for every option of conf/'s groups but the default one, the launcher's and the sweeps'."""
+    from conftest import CONF_DIR
+
+    defaults = {}
+    for entry in OmegaConf.load(CONF_DIR / "config.yaml").defaults:
+        if isinstance(entry, DictConfig):
+            defaults.update(OmegaConf.to_container(entry))
+    return [f"{group}={path.stem}" for group in sorted(defaults) if group not in ("launcher", "sweeps")
+            for path in sorted((CONF_DIR / group).glob("*.yaml")) if path.stem != defaults[group]]
+
+
+def option_of(saved: Path) -> list[str]:
+    return [saved.parent.name, *OPTION_NEEDS.get(saved.parent.name, [])]
+
+
+@pytest.mark.parametrize("option", todays_options())
+def test_each_options_newest_saved_config_is_todays(option: str, compose_config) -> None:
+    """A change to an option's keys needs a saved config of its own (and a value for runs saved before)."""
+    saved = sorted((Path(__file__).parent / "saved_configs" / "options" / option).glob("*.yaml"))
+    fix = (f"save `uv run python src/run.py --cfg job {' '.join([option, *OPTION_NEEDS.get(option, [])])}` as "
+           f"tests/saved_configs/options/{option}/<commit date and time>_<commit>.yaml")
+    assert saved, f"{option} has no saved config: {fix}"
+    assert set(dotted_keys(OmegaConf.load(saved[-1]))) == set(dotted_keys(compose_config(option, *OPTION_NEEDS.get(
+        option, [])))), (f"{option} changed its keys: {fix}, and give every key runs saved before lacked a value in "
+                         "cnnsweep.rerun.SETTINGS_OLDER_RUNS_LACK")
+
+
+@pytest.mark.parametrize("saved", OPTION_CONFIGS, ids=lambda path: f"{path.parent.name}/{path.stem}")
+def test_a_config_saved_with_any_option_reruns_as_it_ran(saved: Path, compose_config, tmp_path: Path) -> None:
+    rerun = rerun_config(saved, tmp_path / "run")
+    load_run_config(rerun)
+    keys, original = dotted_keys(rerun), dotted_keys(OmegaConf.load(saved))
+    lacking = {key for key in dotted_keys(compose_config(*option_of(saved)))
+               if key not in keys and not key.startswith(UNUSED_BY_A_RERUN)}
+    assert not lacking, f"add {sorted(lacking)} to cnnsweep.rerun.SETTINGS_OLDER_RUNS_LACK"
+    assert {key: keys[key] for key in original} == original
+
+
 def test_settings_added_since_get_the_values_older_runs_ran_with(tmp_path: Path) -> None:
     """The oldest saved config lacks every setting added since; the command line's own value still wins."""
     run = load_run_config(rerun_config(OLDEST, tmp_path / "run", ["hardware.malloc_top_pad_mb=16"]))
