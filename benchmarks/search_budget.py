@@ -2,7 +2,7 @@
 searches against keras-tuner's three tuners over the same space, data and model.
 
     CNNSWEEP_DATA_DIR=../shared/datasets uv run --group benchmarks --with scikit-learn python benchmarks/search_budget.py \
-        [--budgets 290 600] [--seeds 0 1 2] [--setups tpe+baseline tpe+constant kt-random ...]
+        [--budgets 290 600] [--seeds 0 1 2] [--setups tpe+baseline tpe+constant kt-random ...] [--results FILE]
 
 Protocol (the search-efficiency issue's): the first 10,000 MNIST training images, the last 5,000 held out,
 3 epochs. cnnsweep runs `sweeps=baseline_tpe launcher=parallel` (2 jobs at once on 2 cores); each setup
@@ -52,6 +52,7 @@ then mean and standard deviation over the seeds. Target, at each budget: the def
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import re
 import statistics
@@ -65,6 +66,7 @@ from warm_workers import (
     KERAS_TUNERS,
     PROTOCOL,
     ROOT,
+    ResultsFile,
     keras_tuner_search,
     print_summary,
     require_trials,
@@ -164,16 +166,25 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="sampler seeds")
     parser.add_argument("--setups", nargs="+", default=["tpe+baseline", *AS_SHIPPED_TUNERS],
                         choices=[*SETUPS, *TUNER_SETUPS])
+    parser.add_argument("--results", type=Path,
+                        help="a JSON-lines file that keeps each search's result as it finishes; run the same "
+                             "command again to continue an invocation that was stopped (one CPU per file)")
     args = parser.parse_args()
     if not os.environ.get("CNNSWEEP_DATA_DIR"):
         sys.exit("error: set CNNSWEEP_DATA_DIR to a folder holding mnist.npz")
-    print(f"CPU: {cpu_description()}", flush=True)
+    cpu = cpu_description()
+    print(f"CPU: {cpu}", flush=True)
+    kept = ResultsFile(args.results, cpu) if args.results else None
     with tempfile.TemporaryDirectory() as folder:
         variant_sweeps(Path(folder) / "conf")
         for budget in args.budgets:
             print(f"\nbudget {budget:g} s", flush=True)
-            results = run_all(args.seeds, args.setups,
-                              lambda setup, seed: search(setup, seed, budget, Path(folder)),
+
+            def run_one(setup: str, seed: int, budget: float = budget) -> dict:
+                measure = functools.partial(search, setup, seed, budget, Path(folder))
+                return kept.get_or_run(f"budget {budget:g}", setup, seed, measure) if kept else measure()
+
+            results = run_all(args.seeds, args.setups, run_one,
                               lambda result: (f"trials {result['trials']:3d}  configurations "
                                               f"{result['configurations']:3d}  epochs {result['epochs']:3d}  "
                                               f"best val_accuracy {result['best_val']:.4f}"))

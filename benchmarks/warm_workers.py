@@ -192,6 +192,44 @@ def run_all(seeds: list[int], setups: list[str], run_one: Callable[[str, int], d
     return results
 
 
+
+class ResultsFile:
+    """`--results FILE`: each finished search appended as one JSON line, with the machine's CPU, and the
+    searches the file already holds for this CPU taken from it instead of run again, so an invocation longer
+    than one sitting continues where it stopped and still prints one comparison. A file of another CPU is
+    refused: setups are compared only within one machine."""
+
+    def __init__(self, path: Path, cpu: str) -> None:
+        self.path, self.cpu = path, cpu
+        self.done: dict[tuple[str, str, int], dict] = {}
+        lines = path.read_text().splitlines() if path.exists() else []
+        for number, line in enumerate(lines, 1):
+            try:
+                entry = json.loads(line)
+                key = (entry["part"], entry["setup"], entry["seed"])
+            except (ValueError, KeyError, TypeError):
+                print(f"{path}:{number}: not a result line (a write cut short?); that search runs again", flush=True)
+                continue
+            if entry.get("cpu") != cpu:
+                sys.exit(f"error: {path} holds results measured on {entry.get('cpu')}, and this is {cpu}; setups are "
+                         "compared within one machine: pass another --results file")
+            self.done[key] = entry["result"]
+        if self.done:
+            print(f"{len(self.done)} results kept in {path} from an earlier invocation: not run again", flush=True)
+
+    def get_or_run(self, part: str, setup: str, seed: int, run: Callable[[], dict]) -> dict:
+        """The result the file holds for (part, setup, seed), else `run()`'s, appended to the file at once."""
+        if (part, setup, seed) in self.done:
+            return self.done[(part, setup, seed)]
+        result = run()
+        line = json.dumps({"cpu": self.cpu, "part": part, "setup": setup, "seed": seed, "result": result})
+        text = self.path.read_bytes() if self.path.exists() else b""
+        cut_short = bool(text) and not text.endswith(b"\n")
+        with self.path.open("a") as results:
+            results.write(("\n" if cut_short else "") + line + "\n")  # never onto a line a kill cut short
+        self.done[(part, setup, seed)] = result
+        return result
+
 def print_summary(results: dict[str, list[dict]]) -> None:
     """Per setup, over the seeds: trials finished, configurations tried and the best val_accuracy, mean ±
     standard deviation."""

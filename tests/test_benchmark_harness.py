@@ -1,5 +1,6 @@
 """The benchmarks' harness (benchmarks/warm_workers.py): a setup that cannot run ends the invocation with
-its reason in one line, instead of entering the comparison as a search that found nothing."""
+its reason in one line, instead of entering the comparison as a search that found nothing; a results file
+lets a stopped invocation continue without running again what it finished."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from warm_workers import SetupFailed, require_trials, run_all, run_for  # noqa: E402
+from warm_workers import ResultsFile, SetupFailed, require_trials, run_all, run_for  # noqa: E402
 
 
 def test_a_command_that_fails_before_its_budget_names_its_last_line(tmp_path: Path) -> None:
@@ -44,3 +45,43 @@ def test_a_failed_setup_stops_the_invocation_after_the_results_before_it(capsys:
     assert str(stopped.value.code) == ("error: kt-bayesian (seed 0) exited with code 1: ModuleNotFoundError: No module "
                                        "named 'sklearn'; fix it and run the benchmark again")
     assert capsys.readouterr().out == "seed 0 tpe+baseline  best 0.98\n"
+
+
+class SittingEnded(Exception):
+    """The benchmark stopped mid-invocation (a session's end, a Ctrl-C)."""
+
+
+def test_a_results_file_continues_a_stopped_invocation_on_the_same_cpu(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    path, ran, stops = tmp_path / "results.jsonl", [], [("kt-random", 1)]  # the first sitting ends there
+
+    def search(setup: str, seed: int) -> dict:
+        ran.append((setup, seed))
+        if (setup, seed) in stops:
+            stops.remove((setup, seed))
+            raise SittingEnded
+        return {"best_val": 0.98 + seed / 1000}
+
+    def invocation() -> dict[str, list[dict]]:
+        kept = ResultsFile(path, "AMD EPYC, 2 cores, AVX-512 no")
+        return run_all([0, 1], ["tpe+baseline", "kt-random"],
+                       lambda setup, seed: kept.get_or_run("budget 290", setup, seed, lambda: search(setup, seed)),
+                       lambda result: f"{result['best_val']:.4f}")
+
+    with pytest.raises(SittingEnded):
+        invocation()
+    with path.open("a") as results:
+        results.write('{"cpu": "AMD EPYC, 2 cores, AVX-512 no", "part": "bud')  # a write the kill cut short
+    search_calls = len(ran)
+    results = invocation()
+    assert ran[search_calls:] == [("kt-random", 1)]  # only what the first sitting did not finish
+    assert results == {"tpe+baseline": [{"best_val": 0.98}, {"best_val": 0.981}],
+                       "kt-random": [{"best_val": 0.98}, {"best_val": 0.981}]}
+    printed = capsys.readouterr().out
+    assert "results.jsonl:4: not a result line" in printed and "3 results kept in" in printed
+    assert len(path.read_text().splitlines()) == 5
+
+    with pytest.raises(SystemExit, match=r"^error: .*results.jsonl holds results measured on AMD EPYC, 2 cores, "
+                                         r"AVX-512 no, and this is Intel Xeon, 2 cores, AVX-512 yes; setups are "
+                                         r"compared within one machine: pass another --results file$"):
+        ResultsFile(path, "Intel Xeon, 2 cores, AVX-512 yes")
