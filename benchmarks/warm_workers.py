@@ -202,7 +202,9 @@ class ResultsFile:
     def __init__(self, path: Path, cpu: str) -> None:
         self.path, self.cpu = path, cpu
         self.done: dict[tuple[str, str, int], dict] = {}
-        lines = path.read_text().splitlines() if path.exists() else []
+        text = path.read_text() if path.exists() else ""
+        self.cut_short = bool(text) and not text.endswith("\n")  # a kill mid-write: the next line starts afresh
+        lines = text.splitlines()
         for number, line in enumerate(lines, 1):
             try:
                 entry = json.loads(line)
@@ -223,10 +225,9 @@ class ResultsFile:
             return self.done[(part, setup, seed)]
         result = run()
         line = json.dumps({"cpu": self.cpu, "part": part, "setup": setup, "seed": seed, "result": result})
-        text = self.path.read_bytes() if self.path.exists() else b""
-        cut_short = bool(text) and not text.endswith(b"\n")
         with self.path.open("a") as results:
-            results.write(("\n" if cut_short else "") + line + "\n")  # never onto a line a kill cut short
+            results.write(("\n" if self.cut_short else "") + line + "\n")
+        self.cut_short = False
         self.done[(part, setup, seed)] = result
         return result
 
