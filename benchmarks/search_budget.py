@@ -12,6 +12,8 @@ is told its budget (hydra.sweeper.timeout) and killed when it is spent, once per
                 trial 0 the tutorial baseline
   tpe+constant  the same at optimizer.lr throughout (training.lr_schedule=constant: baseline_tpe until
                 2026-12-01, and keras-tuner's trials; every tpe+ setup below trains as tpe+baseline does)
+  tpe+onestep   the same, one batch per call into TensorFlow (training.steps_per_execution=1: baseline_tpe
+                until 2026-12-02; the same history, each batch paying the call's overhead)
   tpe+median    the same with the median pruner judging from epoch 2 (baseline_tpe's pruner until
                 2026-11-30)
   tpe+recheck   the same with rechecked_halving: successive halving whose promotions are checked again
@@ -77,6 +79,7 @@ from warm_workers import (
 SETUPS = {
     "tpe+baseline": [],
     "tpe+constant": ["training.lr_schedule=constant"],
+    "tpe+onestep": ["training.steps_per_execution=1"],
     "tpe+median": ["sweeps=baseline_median"],  # written by variant_sweeps() from baseline_tpe.yaml
     "tpe+recheck": ["hydra.sweeper.pruner=rechecked_halving"],  # baseline_tpe's halving options, rechecked
     "tpe+hyperband": ["hydra.sweeper.pruner=hyperband", "+hydra.sweeper.pruner_options.max_resource=3"],
@@ -88,7 +91,7 @@ SETUPS = {
     "unfitted": ["hydra.sweeper.fit_budget=false"],
     "unpadded": ["hardware.malloc_top_pad_mb=null"],  # glibc's allocator as the environment left it
     "jax": ["hardware.backend=jax"],  # tpe+baseline on Keras' other backends
-    "torch": ["hardware.backend=torch"],
+    "torch": ["hardware.backend=torch", "training.steps_per_execution=1"],  # Keras runs PyTorch a batch a call
 }
 AS_SHIPPED_TUNERS = [f"kt-{tuner}" for tuner in KERAS_TUNERS]
 TUNER_SETUPS = {  # keras_tuner_search's arguments: the tuner, the allocator padded, the learning-rate schedule

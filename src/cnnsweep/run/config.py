@@ -396,7 +396,8 @@ def _check_hardware(hardware: HardwareConfig, training: TrainingConfig) -> None:
                  "hardware=gpu with launcher=parallel for one job per GPU")
         _require(training.steps_per_execution == 1,
                  f"training.steps_per_execution={training.steps_per_execution}: must be 1 on hardware.backend=torch "
-                 "(Keras runs PyTorch one batch per call); use hardware.backend=jax or tensorflow")
+                 "(Keras runs PyTorch one batch per call); add training.steps_per_execution=1 or use "
+                 "hardware.backend=jax or tensorflow")
 
 
 def _check_ranges(run: RunConfig) -> None:
