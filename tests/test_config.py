@@ -91,6 +91,9 @@ def test_objective_follows_the_hold_out(compose_config) -> None:
                                        "training.batch_size)"),
         (["hardware.backend=torch", "training.steps_per_execution=4"],
          "training.steps_per_execution=4: must be 1 on hardware.backend=torch"),
+        (["sweeps=baseline_tpe", "hardware.backend=torch"],  # the shipped search runs 16 batches per call
+         "training.steps_per_execution=16: must be 1 on hardware.backend=torch (Keras runs PyTorch one batch per "
+         "call); add training.steps_per_execution=1"),
         (["hardware=multi_gpu", "hardware.backend=torch"],
          "hardware=multi_gpu (hardware.distribution=mirrored) is not available on hardware.backend=torch"),
         ("seed=-1", "seed=-1"),

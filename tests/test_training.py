@@ -45,10 +45,12 @@ def test_same_seed_same_history_other_seed_differs(tmp_path: Path) -> None:
     assert list(first[0]) == ["epoch", "accuracy", "loss", "val_accuracy", "val_loss"]
 
 
-def test_nan_loss_stops_the_run_and_keeps_the_history(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("steps_per_execution", "where"), [(1, r"batch \d+"), (4, r"in batches 1-4")])
+def test_nan_loss_stops_the_run_and_keeps_the_history(tmp_path: Path, steps_per_execution: int, where: str) -> None:
     data_file = write_npz(tmp_path / "d.npz", n_train=256, n_test=64)
-    run = small_run("optimizer=sgd", "optimizer.lr=1e12", "training.epochs=3")
-    with pytest.raises(TrainingError, match=r"loss became NaN at epoch 1, batch \d+; lower optimizer.lr \(now 1e\+12\)"):
+    run = small_run("optimizer=sgd", "optimizer.lr=1e12", "training.epochs=3",
+                    f"training.steps_per_execution={steps_per_execution}")
+    with pytest.raises(TrainingError, match=rf"loss became NaN at epoch 1, {where}; lower optimizer.lr \(now 1e\+12\)"):
         train_once(run, data_file, tmp_path / "nan")
     rows = list(csv.DictReader((tmp_path / "nan" / "history.csv").open()))
     assert len(rows) == 1 and rows[0]["loss"] == "nan"

@@ -186,21 +186,29 @@ class FollowEpochs(keras.callbacks.Callback):
 
 
 class NanLossGuard(keras.callbacks.Callback):
-    """Stops training at the first batch whose loss is NaN or infinite, and remembers where."""
+    """Stops training at the first call whose loss is NaN or infinite, and remembers where: one batch, or the
+    batches of one call when each call runs several (training.steps_per_execution), as Keras reports the loss
+    only at a call's end."""
 
     def __init__(self) -> None:
         super().__init__()
         self.epoch = 0
-        self.stopped_at: Optional[tuple[int, int]] = None  # (epoch, batch), both 1-based
+        self.last_batch = 0  # the last batch the previous call of this epoch ran, 1-based
+        self.stopped_at: Optional[tuple[int, int, int]] = None  # (epoch, first batch, last batch), 1-based
 
     def on_epoch_begin(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
-        self.epoch = epoch + 1
+        self.epoch, self.last_batch = epoch + 1, 0
 
     def on_train_batch_end(self, batch: int, logs: Optional[dict[str, Any]] = None) -> None:
+        first, self.last_batch = self.last_batch + 1, batch + 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.stopped_at = (self.epoch, batch + 1)
+            self.stopped_at = (self.epoch, first, self.last_batch)
             self.model.stop_training = True
+
+    def where(self) -> str:
+        epoch, first, last = self.stopped_at or (0, 0, 0)
+        return f"at epoch {epoch}, batch {last}" if first == last else f"at epoch {epoch}, in batches {first}-{last}"
 
 
 def train(
@@ -326,9 +334,8 @@ def fit(model: keras.Model, config: RunConfig, data: Dataset, run_dir: Path, bat
     # last line.
     gc.collect()
     if nan_guard.stopped_at is not None:
-        epoch, batch = nan_guard.stopped_at
         raise TrainingError(
-            f"loss became NaN at epoch {epoch}, batch {batch}; lower optimizer.lr "
+            f"loss became NaN {nan_guard.where()}; lower optimizer.lr "
             f"(now {config.optimizer.lr:g}) or check the data for extreme values"
         )
     return time.perf_counter() - started
