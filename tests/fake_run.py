@@ -85,6 +85,7 @@ class ArithmeticTrainer:
             row["seconds"] = epoch_seconds
             rows.append(row)
             write_history(run_dir / HISTORY_FILE, rows)
+            stop = not math.isnan(loss) and on_epoch(row)  # the record, then the checkpoint, as Keras' callbacks
             if write_checkpoints:
                 checkpoints.save(epoch, {}, lambda path: path.write_text(json.dumps({"epoch": epoch})))
             if os.environ.get(KILL_FILTERS_ENV) == str(getattr(config.model, "filters", None)):
@@ -92,7 +93,7 @@ class ArithmeticTrainer:
             if math.isnan(loss):
                 raise TrainingError(f"loss became NaN at epoch {epoch}, batch 1; lower optimizer.lr "
                                     f"(now {config.optimizer.lr:g}) or check the data for extreme values")
-            if on_epoch(row):
+            if stop:
                 stopped_early = True
                 break
         checkpoints.remove()  # the run's end state is recorded: nothing to resume

@@ -11,6 +11,7 @@ trials left RUNNING by a sweep process that died on this host are settled when t
 
 from __future__ import annotations
 
+import fcntl
 import inspect
 import json
 import logging
@@ -19,9 +20,10 @@ import os
 import socket
 import threading
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import optuna
 from hydra._internal.utils import _locate
@@ -308,6 +310,25 @@ def requeue(study: optuna.Study, number: int, params: dict[str, Any], user_attrs
                                             **({BASELINE_ATTR: True} if user_attrs.get(BASELINE_ATTR) else {})})
 
 
+@contextmanager
+def one_asker_at_a_time(storage: optuna.storages.BaseStorage) -> Iterator[None]:
+    """On SQLite, holds an exclusive lock on `<database>.lock` while a worker asks for a trial. Optuna takes a
+    queued trial (the baseline, a warm start, a requeued one) by reading it as waiting and then marking it
+    running, and SQLite starts no write transaction before the second step, so two workers could both take
+    it and run it twice. Other storages lock the row (PostgreSQL, MySQL) or the file (journal) themselves."""
+    url = getattr(storage, "url", "")
+    if not isinstance(url, str) or not url.startswith("sqlite:///") or url.endswith(":memory:"):
+        yield
+        return
+    database = Path(url.removeprefix("sqlite:///").split("?")[0]).expanduser()
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class Heartbeats:
     """This sweep's running trials beat in the study's RDB storage (SQLite, PostgreSQL), and any stale
     trial, whichever worker ran it, is failed and queued again (Optuna's heartbeat, used with ask/tell).
@@ -336,7 +357,7 @@ class Heartbeats:
     def ask(self, fixed_distributions: dict[str, Any]) -> optuna.Trial:
         """study.ask, without Optuna's warning that heartbeats are meant for Study.optimize: this class
         beats for the trials an ask/tell loop runs."""
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), one_asker_at_a_time(self.storage):
             warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
             return self.study.ask(fixed_distributions=fixed_distributions)
 
