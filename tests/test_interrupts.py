@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
+from cnnsweep.run.checkpoints import Checkpoints
 from conftest import FAKE_RUN, command_env
 from test_search import fake_search_args
 
@@ -59,8 +60,9 @@ def test_ctrl_c_stops_a_parallel_grid_in_order_and_it_continues(tiny_data: Path,
     command = [*FAKE_RUN, "-m", "launcher=parallel", "launcher.jobs=2", "model.filters=4,5", "training.epochs=1,60",
                f"dataset.path={tiny_data}", f"hydra.sweep.dir={sweep}"]
     env = command_env(FAKE_EPOCH_SECONDS="0.05")
-    # jobs: 0 (4, 1 epoch), 1 (4, 60), 2 (5, 1), 3 (5, 60): interrupt while 1 and 3 train
-    result = interrupt_when(command, lambda: (sweep / "3" / "history.csv").exists(), tmp_path, env, to)
+    # jobs: 0 (4, 1 epoch), 1 (4, 60), 2 (5, 1), 3 (5, 60): interrupt while 1 and 3 train, each checkpointed
+    result = interrupt_when(command, lambda: all(Checkpoints(sweep / job).epochs() for job in ("1", "3")), tmp_path,
+                            env, to)
     assert result.returncode == 130, result.stderr
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
     last = result.stderr.strip().splitlines()[-1]
