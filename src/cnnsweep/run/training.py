@@ -194,7 +194,7 @@ class NanLossGuard(keras.callbacks.Callback):
         super().__init__()
         self.epoch = 0
         self.last_batch = 0  # the last batch the previous call of this epoch ran, 1-based
-        self.stopped_at: Optional[tuple[int, int, int]] = None  # (epoch, first batch, last batch), 1-based
+        self.stopped_at: Optional[str] = None  # "at epoch 2, batch 7" or "at epoch 2, in batches 1-16"
 
     def on_epoch_begin(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
         self.epoch, self.last_batch = epoch + 1, 0
@@ -203,12 +203,9 @@ class NanLossGuard(keras.callbacks.Callback):
         first, self.last_batch = self.last_batch + 1, batch + 1
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
-            self.stopped_at = (self.epoch, first, self.last_batch)
+            batches = f"batch {first}" if first == self.last_batch else f"in batches {first}-{self.last_batch}"
+            self.stopped_at = f"at epoch {self.epoch}, {batches}"
             self.model.stop_training = True
-
-    def where(self) -> str:
-        epoch, first, last = self.stopped_at or (0, 0, 0)
-        return f"at epoch {epoch}, batch {last}" if first == last else f"at epoch {epoch}, in batches {first}-{last}"
 
 
 def train(
@@ -335,7 +332,7 @@ def fit(model: keras.Model, config: RunConfig, data: Dataset, run_dir: Path, bat
     gc.collect()
     if nan_guard.stopped_at is not None:
         raise TrainingError(
-            f"loss became NaN {nan_guard.where()}; lower optimizer.lr "
+            f"loss became NaN {nan_guard.stopped_at}; lower optimizer.lr "
             f"(now {config.optimizer.lr:g}) or check the data for extreme values"
         )
     return time.perf_counter() - started

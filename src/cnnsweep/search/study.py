@@ -111,8 +111,9 @@ class StudySpec:
         """An RDB storage for a URL (SQLite, PostgreSQL, ...), else the configured storage object."""
         try:
             if isinstance(self.storage, str):
-                if self.storage.startswith("sqlite:///"):
-                    Path(self.storage.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                database = sqlite_database(self.storage)
+                if database is not None:
+                    database.parent.mkdir(parents=True, exist_ok=True)
                 with warnings.catch_warnings():  # "heartbeat_interval is experimental" (since Optuna 2.9)
                     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                     return optuna.storages.RDBStorage(
@@ -310,17 +311,24 @@ def requeue(study: optuna.Study, number: int, params: dict[str, Any], user_attrs
                                             **({BASELINE_ATTR: True} if user_attrs.get(BASELINE_ATTR) else {})})
 
 
+def sqlite_database(url: Any) -> Optional[Path]:
+    """The database file a `sqlite:///` storage URL names; None for any other storage and in-memory SQLite."""
+    if not isinstance(url, str) or not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").split("?")[0]
+    return None if path in ("", ":memory:") else Path(path).expanduser()
+
+
 @contextmanager
 def one_asker_at_a_time(storage: optuna.storages.BaseStorage) -> Iterator[None]:
     """On SQLite, holds an exclusive lock on `<database>.lock` while a worker asks for a trial. Optuna takes a
     queued trial (the baseline, a warm start, a requeued one) by reading it as waiting and then marking it
     running, and SQLite starts no write transaction before the second step, so two workers could both take
     it and run it twice. Other storages lock the row (PostgreSQL, MySQL) or the file (journal) themselves."""
-    url = getattr(storage, "url", "")
-    if not isinstance(url, str) or not url.startswith("sqlite:///") or url.endswith(":memory:"):
+    database = sqlite_database(getattr(storage, "url", None))
+    if database is None:
         yield
         return
-    database = Path(url.removeprefix("sqlite:///").split("?")[0]).expanduser()
     with open(database.with_name(database.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
