@@ -2,7 +2,8 @@
 searches against keras-tuner's three tuners over the same space, data and model.
 
     CNNSWEEP_DATA_DIR=../shared/datasets uv run --group benchmarks --with scikit-learn python benchmarks/search_budget.py \
-        [--budgets 290 600] [--seeds 0 1 2] [--setups tpe+baseline tpe+constant kt-random ...] [--results FILE]
+        [--budgets 290 600] [--seeds 0 1 2] [--setups tpe+baseline tpe+constant kt-random ...] [--results FILE] \
+        [--keep FOLDER]
 
 Protocol (the search-efficiency issue's): the first 10,000 MNIST training images, the last 5,000 held out,
 3 epochs. cnnsweep runs `sweeps=baseline_tpe launcher=parallel` (2 jobs at once on 2 cores); each setup
@@ -54,9 +55,11 @@ then mean and standard deviation over the seeds. Target, at each budget: the def
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -119,7 +122,10 @@ def search(setup: str, seed: int, budget: float, workdir: Path) -> dict:
     if setup in TUNER_SETUPS:
         return keras_tuner_search(seed, budget, workdir, *TUNER_SETUPS[setup])
     name = f"{setup}-{seed}-{budget:g}"
-    sweep, storage = workdir / name, f"sqlite:///{workdir / f'{name}.db'}"
+    sweep, database = workdir / name, workdir / f"{name}.db"
+    shutil.rmtree(sweep, ignore_errors=True)  # a kept folder's earlier, stopped search: never resumed
+    database.unlink(missing_ok=True)
+    storage = f"sqlite:///{database}"
     started = run_for([sys.executable, str(ROOT / "src" / "run.py"), "-m", "sweeps=baseline_tpe", "launcher=parallel",
                        *PROTOCOL, *SETUPS[setup], "hydra.sweeper.n_trials=1000", f"hydra.sweeper.seed={seed}",
                        f"hydra.sweeper.timeout={budget}",  # the search knows its budget (fit_budget uses it)
@@ -172,13 +178,17 @@ def main() -> None:
     parser.add_argument("--results", type=Path,
                         help="a JSON-lines file that keeps each search's result as it finishes; run the same "
                              "command again to continue an invocation that was stopped (one CPU per file)")
+    parser.add_argument("--keep", type=Path, metavar="FOLDER",
+                        help="run the searches in FOLDER and keep them there (their schedule.jsonl, studies and "
+                             "keras-tuner folders) instead of in a temporary folder removed at the end")
     args = parser.parse_args()
     if not os.environ.get("CNNSWEEP_DATA_DIR"):
         sys.exit("error: set CNNSWEEP_DATA_DIR to a folder holding mnist.npz")
     cpu = cpu_description()
     print(f"CPU: {cpu}", flush=True)
     kept = ResultsFile(args.results, cpu) if args.results else None
-    with tempfile.TemporaryDirectory() as folder:
+    with contextlib.nullcontext(str(args.keep)) if args.keep else tempfile.TemporaryDirectory() as folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
         variant_sweeps(Path(folder) / "conf")
         for budget in args.budgets:
             print(f"\nbudget {budget:g} s", flush=True)

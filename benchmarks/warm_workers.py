@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -154,7 +155,8 @@ def keras_tuner_search(seed: int, budget: float, workdir: Path, tuner: str = "ra
     glibc's allocator set as cnnsweep sets it (hardware.malloc_top_pad_mb), through MALLOC_TOP_PAD_.
     `schedule`: the learning rate's, as training.lr_schedule sets it (cosine: over the 3 epochs; Hyperband's
     continued trials would start it again)."""
-    folder = workdir / f"keras-tuner-{tuner}{'-padded' if padded else ''}-{schedule}-{seed}-{budget:g}"  # never resumed
+    folder = workdir / f"keras-tuner-{tuner}{'-padded' if padded else ''}-{schedule}-{seed}-{budget:g}"
+    shutil.rmtree(folder, ignore_errors=True)  # a kept folder's earlier, stopped search: never resumed
     env = {"MALLOC_TOP_PAD_": str(MALLOC_TOP_PAD_MB << 20)} if padded else None
     started = run_for([sys.executable, "-c", KERAS_TUNER, str(seed), str(folder), tuner, schedule], budget, workdir,
                       env)
