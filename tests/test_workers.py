@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import FAKE_RUN, write_npz
+from conftest import FAKE_RUN, command_env, write_npz
 
 
 def schedule(sweep_dir: Path) -> list[dict]:
@@ -64,6 +66,42 @@ def test_a_warm_worker_gives_the_same_history_as_a_fresh_process(run_cli, tmp_pa
     assert datasets[1]["train_size"] == 160 and datasets[1]["source"] == str(second)  # not the cached file
     assert datasets[2]["sha256"] == datasets[0]["sha256"] != datasets[1]["sha256"]
 
+
+# Three jobs as a warm worker runs them (the backend set up again, a model trained), counting the traced
+# graphs (FuncGraph) still alive after each.
+THREE_JOBS = """
+import gc, json, sys
+from pathlib import Path
+from cnnsweep.run import hardware
+from cnnsweep.run.config import compose_run_config
+from cnnsweep.run.data import load_dataset
+config = compose_run_config("dataset=npz", f"dataset.path={sys.argv[1]}", *sys.argv[3:])
+hardware.select_backend(config)
+data = load_dataset(config.dataset, config.seed)
+graphs = []
+for job in range(3):
+    hardware.configure(config.hardware, config.seed)
+    from cnnsweep.run.training import train
+    run_dir = Path(sys.argv[2]) / str(job)
+    run_dir.mkdir(parents=True)
+    train(config, data, run_dir, False, lambda row: False)
+    gc.collect()
+    graphs.append(sum(type(thing).__name__ == "FuncGraph" for thing in gc.get_objects()))
+print(json.dumps(graphs))
+"""
+
+
+@pytest.mark.tensorflow
+def test_a_warm_workers_jobs_leave_no_traced_graphs_behind(tmp_path: Path) -> None:
+    """TensorFlow registers a gradient function per traced train step (Keras' optimizer sums gradients
+    through a tf.custom_gradient) and never lets go of it, nor of the graph it holds: a worker kept every
+    earlier job's graphs, and each collection took longer. Each job now starts with only its own."""
+    data = write_npz(tmp_path / "d.npz", n_train=256, n_test=64)
+    process = subprocess.run([sys.executable, "-c", THREE_JOBS, str(data), str(tmp_path / "runs"), *TINY_TRAINING],
+                             capture_output=True, text=True, timeout=300, env=command_env())
+    assert process.returncode == 0, process.stderr[-3000:]
+    graphs = json.loads(process.stdout.strip().splitlines()[-1])
+    assert graphs[0] > 0 and graphs == [graphs[0]] * 3  # the last job's, and none of those before it
 
 @pytest.mark.tensorflow
 def test_mixed_precision_does_not_leak_into_the_next_job(run_cli, tmp_path: Path) -> None:

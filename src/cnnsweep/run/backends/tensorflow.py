@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # cnnsweep.run.batches imports Keras, which must not start be
     from cnnsweep.run.batches import Batch, Images
 
 PIPELINE_READ_AHEAD = 2  # batches a pipeline makes ready while one trains
+CUSTOM_GRADIENT_PREFIX = "CustomGradient-"  # tf.custom_gradient's names for the gradient functions it registers
 
 
 def environment(config: HardwareConfig, intra_op: Optional[int], inter_op: Optional[int]) -> dict[str, str]:
@@ -53,6 +54,7 @@ def configure(config: HardwareConfig, intra_op: Optional[int], inter_op: Optiona
                  threading.set_inter_op_parallelism_threads, "hardware.inter_op_threads", "TensorFlow")
     if config.deterministic:  # never turned off again in one process: `deterministic` is process-wide
         tf.config.experimental.enable_op_determinism()
+    forget_earlier_traces()
     return {
         "device": "gpu" if gpus else "cpu",
         "gpus": [gpu.name for gpu in gpus],
@@ -60,6 +62,19 @@ def configure(config: HardwareConfig, intra_op: Optional[int], inter_op: Optiona
         "intra_op_threads": threading.get_intra_op_parallelism_threads(),  # 0: TensorFlow's default
         "inter_op_threads": threading.get_inter_op_parallelism_threads(),
     }
+
+
+def forget_earlier_traces() -> None:
+    """Unregister the gradient functions that earlier jobs' traces left in TensorFlow's gradient registry.
+    Keras' optimizer sums gradients through the distribution strategy's all_reduce, a tf.custom_gradient,
+    which registers a uniquely named gradient function each time a train step is traced and never removes
+    it; each holds its whole traced graph. Without this, a warm worker kept every earlier trial's graphs,
+    and each garbage collection (Keras runs one at every clear_session) took longer with each job it ran."""
+    from tensorflow.python.framework import ops
+
+    registry = ops._gradient_registry._registry
+    for name in [name for name in registry if name.startswith(CUSTOM_GRADIENT_PREFIX)]:
+        del registry[name]
 
 
 def peak_gpu_memory() -> Optional[int]:
