@@ -103,6 +103,7 @@ def test_a_warm_workers_jobs_leave_no_traced_graphs_behind(tmp_path: Path) -> No
     graphs = json.loads(process.stdout.strip().splitlines()[-1])
     assert graphs[0] > 0 and graphs == [graphs[0]] * 3  # the last job's, and none of those before it
 
+
 @pytest.mark.tensorflow
 def test_mixed_precision_does_not_leak_into_the_next_job(run_cli, tmp_path: Path) -> None:
     """float32, mixed_float16, float32 in one warm worker (precision is set again for every job, so it
