@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from search_budget import cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -31,12 +32,6 @@ sys.path.insert(0, str(ROOT / "src"))
 from cnnsweep.run import data as data_module  # noqa: E402
 from cnnsweep.run.config import compose_run_config  # noqa: E402
 from cnnsweep.run.image_folder import CACHE_DIR_ENV, list_folder, read_folder  # noqa: E402
-
-
-def cpu() -> str:
-    info = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    return f"{model}, {'with' if 'avx512f' in info else 'without'} AVX-512, {os.cpu_count()} cores"
 
 
 def source_images() -> tuple[str, dict[str, np.ndarray]]:
@@ -104,7 +99,7 @@ def main() -> None:
         assert data.decoded_cache["hit"] and not first.cache_hit
         count = sum(len(files) for files in listing.files.values())
         cache_mib = sum(path.stat().st_size for path in first.cache_folder.iterdir()) / 2**20
-        print(f"CPU: {cpu()}")
+        print(f"CPU: {cpu_description()}")
         print(f"folder: {count:,} PNG files of 32x32 ({name}), written in {written:.1f} s")
         print(f"listing {listed:.2f} s | first decode {decoded:.1f} s | cached reload (listing, cache, split, "
               f"float32) {reloaded:.2f} s: {decoded / reloaded:.0f}x faster | cache folder {cache_mib:.0f} MiB")

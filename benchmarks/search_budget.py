@@ -142,11 +142,15 @@ def search(setup: str, seed: int, budget: float, workdir: Path) -> dict:
 
 
 def cpu_description() -> str:
-    """The CPU's model name and whether it has AVX-512 (2-2.6x in training speed on these machines)."""
+    """The CPU's model name and whether it has AVX-512 (2-2.6x in training speed on these machines), and the
+    instruction set oneDNN, TensorFlow's CPU kernels, is held to when ONEDNN_MAX_CPU_ISA caps it: a machine
+    so capped measures apart from itself uncapped."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
     avx512 = re.search(r"^flags\s*:.*\bavx512f\b", info, re.MULTILINE) is not None
-    return f"{model.group(1) if model else 'unknown CPU'}, {os.cpu_count()} cores, AVX-512 {'yes' if avx512 else 'no'}"
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return (f"{model.group(1) if model else 'unknown CPU'}, {os.cpu_count()} cores, AVX-512 {'yes' if avx512 else 'no'}"
+            + (f", oneDNN capped at {cap}" if cap else ""))
 
 
 def print_targets(results: dict[str, list[dict]]) -> None:

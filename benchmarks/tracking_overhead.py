@@ -22,15 +22,12 @@ import urllib.request
 from pathlib import Path
 from statistics import mean
 
+from search_budget import cpu_description
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ["dataset.max_train=10000", "dataset.max_test=2000", "dataset.val_size=1000", "training.epochs=3",
             "training.progress=none"]
 
-
-def cpu() -> str:
-    info = Path("/proc/cpuinfo").read_text()
-    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
-    return f"{model}, {'with' if 'avx512f' in info else 'without'} AVX-512, {os.cpu_count()} cores"
 
 
 def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
@@ -76,7 +73,7 @@ def main() -> None:
                           f"{figures[logger][-1][1]:.1f} s wall", flush=True)
         finally:
             os.killpg(server.pid, signal.SIGTERM)
-    print(f"CPU: {cpu()}")
+    print(f"CPU: {cpu_description()}")
     epoch = {logger: mean(value for value, _ in runs) for logger, runs in figures.items()}
     wall = {logger: mean(value for _, value in runs) for logger, runs in figures.items()}
     print(f"seconds per epoch: csv {epoch['csv']:.2f}, mlflow {epoch['mlflow']:.2f} "

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from search_budget import cpu_description  # noqa: E402
 from warm_workers import ResultsFile, SetupFailed, require_trials, run_all, run_for  # noqa: E402
 
 
@@ -85,3 +86,17 @@ def test_a_results_file_continues_a_stopped_invocation_on_the_same_cpu(tmp_path:
                                          r"AVX-512 no, and this is Intel Xeon, 2 cores, AVX-512 yes; setups are "
                                          r"compared within one machine: pass another --results file$"):
         ResultsFile(path, "Intel Xeon, 2 cores, AVX-512 yes")
+
+
+def test_a_machine_with_onednn_capped_measures_apart_from_itself_uncapped(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    uncapped = cpu_description()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    capped = cpu_description()
+    assert capped == f"{uncapped}, oneDNN capped at AVX2"
+    path = tmp_path / "results.jsonl"
+    ResultsFile(path, uncapped).get_or_run("budget 290", "kt-random", 0, lambda: {"best_val": 0.98})
+    with pytest.raises(SystemExit, match=r"AVX-512 (yes|no), and this is .*, oneDNN capped at AVX2; setups are "
+                                         r"compared within one machine"):
+        ResultsFile(path, capped)
