@@ -28,8 +28,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from search_budget import cpu_description
 from warm_workers import ROOT
+
+from cnnsweep.run.records import cpu_description
 
 PROTOCOL = ["training.epochs=1", "training.eval_batch_size=256", "hardware.intra_op_threads=1",
             "hardware.inter_op_threads=1", "training.progress=none"]

@@ -22,7 +22,8 @@ from pathlib import Path
 from statistics import mean
 
 from baseline import mnist_file
-from search_budget import cpu_description
+
+from cnnsweep.run.records import cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
 

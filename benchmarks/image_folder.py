@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from search_budget import cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -32,6 +31,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from cnnsweep.run import data as data_module  # noqa: E402
 from cnnsweep.run.config import compose_run_config  # noqa: E402
 from cnnsweep.run.image_folder import CACHE_DIR_ENV, list_folder, read_folder  # noqa: E402
+from cnnsweep.run.records import cpu_description  # noqa: E402
 
 
 def source_images() -> tuple[str, dict[str, np.ndarray]]:

@@ -58,7 +58,6 @@ import argparse
 import contextlib
 import functools
 import os
-import re
 import shutil
 import statistics
 import sys
@@ -78,6 +77,8 @@ from warm_workers import (
     run_all,
     run_for,
 )
+
+from cnnsweep.run.records import cpu_description
 
 SETUPS = {
     "tpe+baseline": [],
@@ -139,18 +140,6 @@ def search(setup: str, seed: int, budget: float, workdir: Path) -> dict:
     values = [trial.value for trial in trials if trial.value is not None]
     return {"trials": len(trials), "configurations": len(trials),
             "epochs": sum(len(trial.intermediate_values) for trial in trials), "best_val": max(values, default=float("nan"))}
-
-
-def cpu_description() -> str:
-    """The CPU's model name and whether it has AVX-512 (2-2.6x in training speed on these machines), and the
-    instruction set oneDNN, TensorFlow's CPU kernels, is held to when ONEDNN_MAX_CPU_ISA caps it: a machine
-    so capped measures apart from itself uncapped."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
-    avx512 = re.search(r"^flags\s*:.*\bavx512f\b", info, re.MULTILINE) is not None
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
-    return (f"{model.group(1) if model else 'unknown CPU'}, {os.cpu_count()} cores, AVX-512 {'yes' if avx512 else 'no'}"
-            + (f", oneDNN capped at {cap}" if cap else ""))
 
 
 def print_targets(results: dict[str, list[dict]]) -> None:

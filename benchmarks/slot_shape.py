@@ -25,7 +25,8 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-from search_budget import cpu_description
+
+from cnnsweep.run.records import cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {  # name: overrides (baseline_tpe's space: filters 16-64, batch 32-256)

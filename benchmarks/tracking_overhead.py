@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from statistics import mean
 
-from search_budget import cpu_description
+from cnnsweep.run.records import cpu_description
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ["dataset.max_train=10000", "dataset.max_test=2000", "dataset.val_size=1000", "training.epochs=3",

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from cnnsweep.run.records import cpu_description
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from search_budget import cpu_description  # noqa: E402
 from warm_workers import ResultsFile, SetupFailed, require_trials, run_all, run_for  # noqa: E402
 
 

@@ -13,6 +13,7 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from cnnsweep.rerun import SETTINGS_OLDER_RUNS_LACK
+from cnnsweep.run.records import cpu_description
 from conftest import RERUN, TINY_RUN, error_lines, missing, write_npz
 from test_data import _broken
 
@@ -80,6 +81,7 @@ def test_run_folder_holds_a_complete_record(tiny_run: Path, mnist_dir: Path) -> 
                                        for dist in metadata.distributions()}
     assert environment["python"].startswith("3.")
     assert set(environment["git"]) == {"commit", "dirty"} and environment["host"]
+    assert environment["cpu"] == cpu_description() and " cores, AVX-512 " in environment["cpu"]
     assert environment["devices"]["device"] == "cpu" and environment["devices"]["deterministic"] is True
     assert (tiny_run / ".hydra" / "config.yaml").is_file()
 

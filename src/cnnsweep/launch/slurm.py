@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import subprocess
 import threading
 import time
@@ -110,6 +111,15 @@ def run_submitit_trial(launcher: BaseSubmititLauncher, job: TrialJob, submission
     if isinstance(submitted, submitit.SlurmJob):
         _cancel_rerun(submitted.job_id, submissions.queue)
     return outcome(result, run_dir)
+
+
+def outlive_own_requeue() -> None:
+    """Called in a job that submitit is about to requeue. `scontrol requeue` makes Slurm SIGTERM every
+    process of the job, the scontrol it runs among them; killed mid-call, scontrol fails the requeue that
+    Slurm already accepted and the job records that failure as its result. Ignoring SIGTERM from here on,
+    which the scontrol child inherits, lets scontrol answer; the job exits right after it, and SIGKILL
+    still ends it after KillWait."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _cancel_rerun(job_id: str, queue: SlurmQueue) -> None:

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -283,12 +284,25 @@ def mark_failed(run_dir: Path, error: str, status: str = FAILED) -> None:
         log.warning("%s: the job's outcome (%s) is not recorded there: %s", run_dir, error, failure)
 
 
+def cpu_description() -> str:
+    """The CPU's model, its cores, whether it has AVX-512, and the instruction-set cap on oneDNN (TensorFlow's
+    CPU kernels) when ONEDNN_MAX_CPU_ISA sets one: the same configuration trains at another speed, and to
+    other (each deterministic) numbers, on each."""
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
+    avx512 = re.search(r"^flags\s*:.*\bavx512f\b", info, re.MULTILINE) is not None
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA")
+    return (f"{model.group(1) if model else platform.processor() or 'unknown CPU'}, {os.cpu_count()} cores, "
+            f"AVX-512 {'yes' if avx512 else 'no'}" + (f", oneDNN capped at {cap}" if cap else ""))
+
+
 def environment_info(devices: dict[str, Any], project_dir: Path) -> dict[str, Any]:
-    """What is needed to tell whether two runs are comparable: versions, code state, devices, host."""
+    """What is needed to tell whether two runs are comparable: versions, code state, devices, CPU, host."""
     packages = installed_packages()
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
+        "cpu": cpu_description(),
         "host": socket.gethostname(),
         "pid": os.getpid(),  # the process that trained it (a warm worker runs several jobs)
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),  # set when a Slurm job trained it
