@@ -16,8 +16,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnsweep.errors import ConfigError
 from cnnsweep.launch.process_launcher import SCHEDULE_FILE
+from cnnsweep import cli, rerun
 from cnnsweep.rerun import rerun_arguments
 from cnnsweep.run.config import CnnConfig, load_run_config
+from cnnsweep.run.records import cpu_description
 from cnnsweep.run.tracking import flat_params
 from conftest import FAKE_RUN, kill_once_checkpointed
 
@@ -260,3 +262,33 @@ def test_a_resumed_run_reruns_from_its_first_epoch(run_cli, tiny_data: Path, tmp
     assert (record["status"], record["epochs_completed"], record.get("resumed_after_epoch")) == ("completed", 4, None)
     assert pd.read_csv(rerun_dir / "history.csv").drop(columns="seconds").equals(
         pd.read_csv(run / "history.csv").drop(columns="seconds"))
+
+
+@pytest.mark.parametrize(("recorded", "noted"), [
+    ({"cpu": "Intel Xeon, 2 cores, AVX-512 yes, oneDNN capped at AVX2"}, True),
+    ({"cpu": "THIS MACHINE"}, False),
+    ({"devices": {"backend": "tensorflow"}}, False),  # a run from before runs recorded their CPU
+    (None, False),  # no environment.json
+])
+def test_a_rerun_on_another_cpu_says_its_numbers_may_differ(recorded: dict | None, noted: bool, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    """`cnnsweep rerun RUN_DIR`: one stderr line before the rerun when RUN_DIR trained on another CPU (its kernels
+    round differently), nothing otherwise; the rerun goes ahead either way."""
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    shutil.copy(SAVED_CONFIGS[-1], run_dir / ".hydra" / "config.yaml")
+    if recorded is not None:
+        cpu = {"cpu": cpu_description()} if recorded.get("cpu") == "THIS MACHINE" else recorded
+        (run_dir / "environment.json").write_text(json.dumps(cpu))
+    replayed = []
+    monkeypatch.setattr(rerun, "replay", replayed.append)
+    cli.main(["rerun", str(run_dir), "seed=1"])
+    assert replayed == [rerun_arguments(run_dir, ["seed=1"])]
+    printed = capsys.readouterr().err.splitlines()
+    if noted:
+        assert printed == [f"note: {run_dir} trained on Intel Xeon, 2 cores, AVX-512 yes, oneDNN capped at AVX2, "
+                           f"this machine is {cpu_description()}: the rerun's numbers may differ from its "
+                           "history.csv in the last digits; rerun it on that CPU for an exact replay"]
+    else:
+        assert printed == []

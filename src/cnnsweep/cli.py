@@ -9,6 +9,7 @@ Every subcommand keeps the one-line error contract of cnnsweep.errors.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -53,9 +54,13 @@ def main(argv: Optional[list[str]] = None) -> None:
         run_with_one_line_errors(lambda: write_report(args.paths, args.output, args.top, args.aggregate_seeds,
                                                       not args.no_plots, args.baseline))
     else:
-        from cnnsweep.rerun import replay, rerun_arguments
+        from cnnsweep.rerun import other_cpu_note, replay, rerun_arguments
 
         # RUN_DIR's overrides take the rest of the line, so `--resume` may come after it too
         resume = args.resume or "--resume" in args.overrides
         overrides = [item for item in args.overrides if item != "--resume"]
-        replay(run_with_one_line_errors(lambda: rerun_arguments(args.run_dir, overrides, resume)))
+        arguments = run_with_one_line_errors(lambda: rerun_arguments(args.run_dir, overrides, resume))
+        note = other_cpu_note(args.run_dir)
+        if note:
+            print(note, file=sys.stderr, flush=True)
+        replay(arguments)

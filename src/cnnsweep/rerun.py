@@ -22,7 +22,7 @@ from cnnsweep.launch.settings import PROCESS_LAUNCHER, ProcessLauncherConf
 from cnnsweep.project import CONF_DIR, RUN_SCRIPT
 from cnnsweep.run.checkpoints import Checkpoints
 from cnnsweep.run.config import FRESH_START_OVERRIDE, RESUME_OVERRIDE
-from cnnsweep.run.records import COMPLETED, RunRecord, recorded_backend
+from cnnsweep.run.records import COMPLETED, RunRecord, cpu_description, recorded_backend, recorded_cpu
 from cnnsweep.run.tracking import flat_params
 
 # Where reruns go; the microsecond timestamp matches conf/config.yaml's run folders.
@@ -82,6 +82,17 @@ def rerun_arguments(run_dir: Path, overrides: list[str], resume: bool = False) -
         *backend_override(run_dir, overrides),
         *overrides,
     ]
+
+
+def other_cpu_note(run_dir: Path) -> Optional[str]:
+    """One line when the run trained on another CPU, or under another oneDNN cap, than this machine's: TensorFlow's
+    CPU kernels differ by instruction set, so the rerun's history, deterministic on each, may differ from the
+    saved one in its last digits. None when they match or the run recorded no CPU."""
+    recorded, here = recorded_cpu(run_dir), cpu_description()
+    if recorded is None or recorded == here:
+        return None
+    return (f"note: {run_dir} trained on {recorded}, this machine is {here}: the rerun's numbers may differ from "
+            "its history.csv in the last digits; rerun it on that CPU for an exact replay")
 
 
 # Hydra's command-line flags that take a value (`--cfg job`); an override never looks like one (it has `=`).

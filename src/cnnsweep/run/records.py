@@ -325,6 +325,16 @@ def recorded_backend(run_dir: Path) -> Optional[str]:
     return backend if isinstance(backend, str) else None
 
 
+def recorded_cpu(run_dir: Path) -> Optional[str]:
+    """The CPU a run trained on (cpu_description's line), from its environment.json; None where it recorded
+    none (runs before the field, or no readable file)."""
+    try:
+        cpu = json.loads((run_dir / ENVIRONMENT_FILE).read_text())["cpu"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return cpu if isinstance(cpu, str) else None
+
+
 @functools.cache
 def installed_packages() -> dict[str, str]:
     """Every installed distribution's version by its lower-cased name, as the import system finds them (the
