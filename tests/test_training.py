@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import csv
+import signal
+import sys
 from pathlib import Path
 
 import pytest
 
 from cnnsweep.run import hardware
+from cnnsweep.run.checkpoints import Checkpoints
 from cnnsweep.run.config import OptimizerConfig, RunConfig, compose_run_config
 from cnnsweep.run.data import load_dataset
 from cnnsweep.errors import ConfigError, TrainingError
@@ -55,6 +58,36 @@ def test_nan_loss_stops_the_run_and_keeps_the_history(tmp_path: Path, steps_per_
     rows = list(csv.DictReader((tmp_path / "nan" / "history.csv").open()))
     assert len(rows) == 1 and rows[0]["loss"] == "nan"
     assert not (tmp_path / "nan" / "model.keras").exists()
+
+
+def test_a_stop_whose_raise_a_finalizer_dropped_ends_training_after_that_epoch(tmp_path: Path, monkeypatch) -> None:
+    """Python runs a signal handler wherever the main thread is; inside a `__del__` (TensorFlow frees each
+    epoch's iterators through several) its exception is dropped. A warm worker's Ctrl-C handler run there
+    still stops training, once the epoch it came in is recorded and checkpointed, and the job records its
+    run interrupted (cnnsweep.run.task)."""
+    from cnnsweep.launch.job_process import _interrupt_once
+    from cnnsweep.run.training import train
+
+    class Finalized:
+        def __del__(self) -> None:
+            _interrupt_once(signal.SIGINT, None)
+
+    def on_epoch(row: dict) -> bool:
+        epochs.append(row["epoch"])
+        Finalized()  # freed at once: the handler runs inside its __del__
+        return False
+
+    dropped: list = []
+    monkeypatch.setattr(sys, "unraisablehook", dropped.append)
+    monkeypatch.setattr(signal, "signal", lambda signum, handler: None)  # leave pytest's own SIGINT handler be
+    data = load_dataset(dataset_config(path=str(write_npz(tmp_path / "d.npz", n_train=256, n_test=64)), val_size=32))
+    run, epochs = small_run("training.epochs=3"), []
+    hardware.configure(run.hardware, run.seed)
+    with pytest.raises(KeyboardInterrupt):
+        train(run, data, tmp_path, show_progress_bar=False, on_epoch=on_epoch)
+    assert [type(unraisable.exc_value) for unraisable in dropped] == [KeyboardInterrupt]
+    assert epochs == [1] and Checkpoints(tmp_path).epochs() == [1]
+    assert len(list(csv.DictReader((tmp_path / "history.csv").open()))) == 1
 
 
 def test_several_steps_per_execution_train_exactly_each_epoch(tmp_path: Path) -> None:
@@ -211,6 +244,7 @@ import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from cnnsweep.run import hardware
+from cnnsweep.run.checkpoints import Checkpoints
 from cnnsweep.run.config import compose_run_config
 from cnnsweep.run.data import load_dataset
 from cnnsweep.run.backends.tensorflow import strategy_placement

@@ -39,6 +39,7 @@ from cnnsweep.errors import ConfigError
 from cnnsweep.launch import hydra_internals
 from cnnsweep.launch.contract import JobOutcome, describe_exit, failed, outcome
 from cnnsweep.launch.interrupts import SWEEP
+from cnnsweep.run.stops import forget_pending_stop, remember_stop
 
 
 @dataclass
@@ -241,9 +242,10 @@ def _run_spec(spec_path: str) -> None:
 def _interrupt_once(signum: int, frame: Optional[FrameType]) -> None:
     """SIGINT while a job runs: ignore every later one from here on, then interrupt the job. A terminal's
     Ctrl-C reaches the job and the sweep, which passes it on: a second KeyboardInterrupt raised while the
-    job is still recording the first would escape with a traceback."""
+    job is still recording the first would escape with a traceback. Training raises it again should it be
+    raised inside a finalizer, where Python drops it (cnnsweep.run.stops)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
+    raise remember_stop(KeyboardInterrupt())
 
 
 def _serve(commands_fd: int, replies_fd: int) -> None:
@@ -252,6 +254,7 @@ def _serve(commands_fd: int, replies_fd: int) -> None:
     with os.fdopen(commands_fd, "r") as commands, os.fdopen(replies_fd, "w") as replies:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         for line in commands:
+            forget_pending_stop()
             signal.signal(signal.SIGINT, _interrupt_once)
             try:
                 _run_spec(line.strip())

@@ -43,6 +43,7 @@ from cnnsweep.launch.contract import (
 )
 from cnnsweep.launch.interrupts import SWEEP
 from cnnsweep.run.records import INTERRUPTED, mark_failed
+from cnnsweep.run.stops import remember_stop
 
 log = logging.getLogger(__name__)
 
@@ -114,12 +115,14 @@ def run_submitit_trial(launcher: BaseSubmititLauncher, job: TrialJob, submission
 
 
 def outlive_own_requeue() -> None:
-    """Called in a job that submitit is about to requeue. `scontrol requeue` makes Slurm SIGTERM every
-    process of the job, the scontrol it runs among them; killed mid-call, scontrol fails the requeue that
-    Slurm already accepted and the job records that failure as its result. Ignoring SIGTERM from here on,
-    which the scontrol child inherits, lets scontrol answer; the job exits right after it, and SIGKILL
-    still ends it after KillWait."""
+    """Called in a job that submitit is about to requeue, from its signal handler, which then exits with
+    SystemExit. `scontrol requeue` makes Slurm SIGTERM every process of the job, the scontrol it runs among
+    them; killed mid-call, scontrol fails the requeue that Slurm already accepted and the job records that
+    failure as its result. Ignoring SIGTERM from here on, which the scontrol child inherits, lets scontrol
+    answer; the job exits right after it, and SIGKILL still ends it after KillWait. Should the handler run
+    inside a finalizer, which drops its SystemExit, training raises it again (cnnsweep.run.stops)."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    remember_stop(SystemExit(-1))
 
 
 def _cancel_rerun(job_id: str, queue: SlurmQueue) -> None:

@@ -318,21 +318,24 @@ def environment_info(devices: dict[str, Any], project_dir: Path) -> dict[str, An
 def recorded_backend(run_dir: Path) -> Optional[str]:
     """The Keras backend a run trained on, from its environment.json; None where it recorded none. Its saved
     config may say only `${oc.env:KERAS_BACKEND,tensorflow}`, which another shell resolves differently."""
-    try:
-        backend = json.loads((run_dir / ENVIRONMENT_FILE).read_text())["devices"]["backend"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return backend if isinstance(backend, str) else None
+    return _recorded_environment(run_dir, "devices", "backend")
 
 
 def recorded_cpu(run_dir: Path) -> Optional[str]:
     """The CPU a run trained on (cpu_description's line), from its environment.json; None where it recorded
     none (runs before the field, or no readable file)."""
+    return _recorded_environment(run_dir, "cpu")
+
+
+def _recorded_environment(run_dir: Path, *keys: str) -> Optional[str]:
+    """The text at `keys` in a run's environment.json; None where the file, a key or the text is missing."""
     try:
-        cpu = json.loads((run_dir / ENVIRONMENT_FILE).read_text())["cpu"]
+        value = json.loads((run_dir / ENVIRONMENT_FILE).read_text())
+        for key in keys:
+            value = value[key]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return cpu if isinstance(cpu, str) else None
+    return value if isinstance(value, str) else None
 
 
 @functools.cache

@@ -25,6 +25,7 @@ from cnnsweep.run.config import LrSchedule, OptimizerConfig, RunConfig, Training
 from cnnsweep.run.data import Dataset
 from cnnsweep.run.model import build_model
 from cnnsweep.run.records import HISTORY_FILE, MODEL_FILE, disk_full_errno, save_model, write_history
+from cnnsweep.run.stops import raise_pending_stop
 from cnnsweep.run.streaming import StreamedImages
 from cnnsweep.run.tensorboard_hparams import TENSORBOARD_DIR, write_hparams
 from cnnsweep.run.timings import Stopwatch
@@ -208,6 +209,17 @@ class NanLossGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class PendingStop(keras.callbacks.Callback):
+    """Raises a stop whose signal handler's raise was lost (cnnsweep.run.stops): at the next call's end, or
+    at an epoch's end once the callbacks before it have recorded and checkpointed the epoch."""
+
+    def on_train_batch_end(self, batch: int, logs: Optional[dict[str, Any]] = None) -> None:
+        raise_pending_stop()
+
+    def on_epoch_end(self, epoch: int, logs: Optional[dict[str, Any]] = None) -> None:
+        raise_pending_stop()
+
+
 def train(
     config: RunConfig,
     data: Dataset,
@@ -312,7 +324,7 @@ def fit(model: keras.Model, config: RunConfig, data: Dataset, run_dir: Path, bat
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(run_dir / TENSORBOARD_DIR)))
     batches = TrainingBatches(data.x_train, data.y_train, batch_sizes.train, config.seed, training.shuffle, first_epoch)
     batches_input, set_order = training_input(batches)
-    callbacks = [FollowEpochs(batches, set_order), *callbacks]
+    callbacks = [FollowEpochs(batches, set_order), *callbacks, PendingStop()]
     validation = (evaluation_input(data.x_val, data.y_val, batch_sizes.evaluation)
                   if data.x_val is not None and data.y_val is not None else None)
     started = time.perf_counter()
