@@ -11,6 +11,7 @@ import pytest
 
 from cnnsweep.run import hardware
 from cnnsweep.run.checkpoints import Checkpoints
+from cnnsweep.run.stops import interrupt_once
 from cnnsweep.run.config import OptimizerConfig, RunConfig, compose_run_config
 from cnnsweep.run.data import load_dataset
 from cnnsweep.errors import ConfigError, TrainingError
@@ -62,15 +63,14 @@ def test_nan_loss_stops_the_run_and_keeps_the_history(tmp_path: Path, steps_per_
 
 def test_a_stop_whose_raise_a_finalizer_dropped_ends_training_after_that_epoch(tmp_path: Path, monkeypatch) -> None:
     """Python runs a signal handler wherever the main thread is; inside a `__del__` (TensorFlow frees each
-    epoch's iterators through several) its exception is dropped. A warm worker's Ctrl-C handler run there
-    still stops training, once the epoch it came in is recorded and checkpointed, and the job records its
+    epoch's iterators through several) its exception is dropped. A job's Ctrl-C handler run there still
+    stops training, once the epoch it came in is recorded and checkpointed, and the job records its
     run interrupted (cnnsweep.run.task)."""
-    from cnnsweep.launch.job_process import _interrupt_once
     from cnnsweep.run.training import train
 
     class Finalized:
         def __del__(self) -> None:
-            _interrupt_once(signal.SIGINT, None)
+            interrupt_once(signal.SIGINT, None)
 
     def on_epoch(row: dict) -> bool:
         epochs.append(row["epoch"])
@@ -245,6 +245,7 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 from cnnsweep.run import hardware
 from cnnsweep.run.checkpoints import Checkpoints
+from cnnsweep.run.stops import interrupt_once
 from cnnsweep.run.config import compose_run_config
 from cnnsweep.run.data import load_dataset
 from cnnsweep.run.backends.tensorflow import strategy_placement

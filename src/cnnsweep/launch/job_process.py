@@ -28,7 +28,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, Callable, Optional
 
 from hydra.core.utils import JobStatus
@@ -39,7 +38,7 @@ from cnnsweep.errors import ConfigError
 from cnnsweep.launch import hydra_internals
 from cnnsweep.launch.contract import JobOutcome, describe_exit, failed, outcome
 from cnnsweep.launch.interrupts import SWEEP
-from cnnsweep.run.stops import forget_pending_stop, remember_stop
+from cnnsweep.run.stops import forget_pending_stop, interrupt_once
 
 
 @dataclass
@@ -239,15 +238,6 @@ def _run_spec(spec_path: str) -> None:
     os.replace(partial, spec.result_path)
 
 
-def _interrupt_once(signum: int, frame: Optional[FrameType]) -> None:
-    """SIGINT while a job runs: ignore every later one from here on, then interrupt the job. A terminal's
-    Ctrl-C reaches the job and the sweep, which passes it on: a second KeyboardInterrupt raised while the
-    job is still recording the first would escape with a traceback. Training raises it again should it be
-    raised inside a finalizer, where Python drops it (cnnsweep.run.stops)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise remember_stop(KeyboardInterrupt())
-
-
 def _serve(commands_fd: int, replies_fd: int) -> None:
     """The worker's loop: one spec path per line in, one line out when its result is written. Ctrl-C
     (SIGINT) reaches a running job, which records itself interrupted; between jobs it is ignored."""
@@ -255,7 +245,7 @@ def _serve(commands_fd: int, replies_fd: int) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         for line in commands:
             forget_pending_stop()
-            signal.signal(signal.SIGINT, _interrupt_once)
+            signal.signal(signal.SIGINT, interrupt_once)
             try:
                 _run_spec(line.strip())
             finally:

@@ -9,7 +9,9 @@ leaves its exception here, and training raises it again at its next batch or epo
 
 from __future__ import annotations
 
-from typing import Optional
+import signal
+from types import FrameType
+from typing import NoReturn, Optional
 
 _pending: Optional[BaseException] = None
 
@@ -19,6 +21,14 @@ def remember_stop(error: BaseException) -> BaseException:
     global _pending
     _pending = error
     return error
+
+
+def interrupt_once(signum: int, frame: Optional[FrameType]) -> NoReturn:
+    """The SIGINT handler of a job's process: ignore every later SIGINT from here on, then interrupt the job. A
+    terminal's Ctrl-C reaches the job and its sweep, which passes it on: a second KeyboardInterrupt raised while
+    the job is still recording the first would escape with a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise remember_stop(KeyboardInterrupt())
 
 
 def raise_pending_stop() -> None:

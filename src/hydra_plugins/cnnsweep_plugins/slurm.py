@@ -11,6 +11,8 @@ Slurm-only settings (partition, signal delay, array parallelism, ...), so they a
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -58,9 +60,13 @@ class _TrialContract:
 
     def __call__(self, sweep_overrides: list[str], *args: Any) -> JobReturn:
         """The job itself, on its node. A job Slurm has started again (requeued by an administrator or
-        after a node failure, without submitit's signal) continues from its checkpoint too."""
+        after a node failure, without submitit's signal) continues from its checkpoint too. The sweep's SIGINT
+        interrupts it as it does a warm worker's job (cnnsweep.run.stops)."""
         from cnnsweep.launch.contract import with_resume
+        from cnnsweep.run.stops import interrupt_once
 
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, interrupt_once)
         if int(os.environ.get("SLURM_RESTART_COUNT") or 0) > 0:
             sweep_overrides = with_resume(sweep_overrides, self.config)
         return super().__call__(sweep_overrides, *args)  # type: ignore[misc]
