@@ -173,11 +173,11 @@ def test_a_submission_error_says_what_refused_it(tmp_path: Path) -> None:
 
 def test_a_job_being_requeued_runs_scontrol_past_the_sigterm_of_its_own_requeue() -> None:
     """`scontrol requeue` makes Slurm SIGTERM the whole job, scontrol included (seen in CI: the requeue
-    accepted, the job's result "scontrol died with SIGTERM"). A child started after outlive_own_requeue
+    accepted, the job's result "scontrol died with SIGTERM"). A child started after prepare_for_requeue
     is sent SIGTERM as Slurm sends it, and goes on."""
     signalled = ["sh", "-c", "kill -TERM $$; echo answered"]
     assert subprocess.run(signalled, capture_output=True, text=True).returncode == -signal.SIGTERM
-    script = ("import signal, subprocess, sys; from cnnsweep.launch.slurm import outlive_own_requeue; "
-              f"outlive_own_requeue(); sys.exit(subprocess.run({signalled!r}).returncode)")
+    script = ("import signal, subprocess, sys; from cnnsweep.launch.slurm import prepare_for_requeue; "
+              f"prepare_for_requeue(); sys.exit(subprocess.run({signalled!r}).returncode)")
     requeuing = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert (requeuing.returncode, requeuing.stdout) == (0, "answered\n"), requeuing.stderr

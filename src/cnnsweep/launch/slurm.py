@@ -114,7 +114,7 @@ def run_submitit_trial(launcher: BaseSubmititLauncher, job: TrialJob, submission
     return outcome(result, run_dir)
 
 
-def outlive_own_requeue() -> None:
+def prepare_for_requeue() -> None:
     """Called in a job that submitit is about to requeue, from its signal handler, which then exits with
     SystemExit. `scontrol requeue` makes Slurm SIGTERM every process of the job, the scontrol it runs among
     them; killed mid-call, scontrol fails the requeue that Slurm already accepted and the job records that

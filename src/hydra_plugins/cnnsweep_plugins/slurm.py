@@ -76,9 +76,9 @@ class _TrialContract:
         import submitit
 
         from cnnsweep.launch.contract import with_resume
-        from cnnsweep.launch.slurm import outlive_own_requeue
+        from cnnsweep.launch.slurm import prepare_for_requeue
 
-        outlive_own_requeue()
+        prepare_for_requeue()
         return submitit.helpers.DelayedSubmission(self, with_resume(sweep_overrides, self.config), *args)
 
 
