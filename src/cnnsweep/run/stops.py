@@ -1,9 +1,10 @@
 """Stops that a signal handler asks for, kept until training has seen them.
 
-Python runs a signal handler wherever the main thread happens to be, and an exception raised while it runs a
-finalizer (a `__del__`; TensorFlow frees each epoch's iterators through several) is printed as "Exception
-ignored" and dropped, so the job trains on as if never stopped. A handler that stops a run therefore also
-leaves its exception here, and training raises it again at its next batch or epoch end
+Python runs a signal handler wherever the main thread happens to be, and what it raises can be lost there: one
+raised while Python runs a finalizer (a `__del__`; TensorFlow frees each epoch's iterators through several) is
+printed as "Exception ignored" and dropped, and code that catches every exception drops it too; the job then
+trains on as if never stopped (seen once in CI, after submitit's exit). A handler that stops a run therefore
+also leaves its exception here, and training raises it again at its next batch or epoch end
 (cnnsweep.run.training.PendingStop). A process that runs one job after another forgets a stop before each.
 """
 
